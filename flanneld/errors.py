@@ -1,0 +1,31 @@
+"""The one error tree. Everything a user or the network can cause derives from FlannelError.
+
+The CLI turns any FlannelError into one line on stderr and a non-zero exit; a traceback
+means a bug in flanneld-py, never a bad input.
+"""
+
+from __future__ import annotations
+
+
+class FlannelError(Exception):
+    """Root of every error flanneld-py raises on purpose."""
+
+
+class ConfigError(FlannelError, ValueError):
+    """A bad network config (etcd `<prefix>/config`), backend option or flag value."""
+
+
+class DecodeError(FlannelError, ValueError):
+    """Malformed input from the network or etcd: a packet, a lease value, a subnet key."""
+
+
+class LeaseError(FlannelError):
+    """The subnet lease cannot be acquired or kept (out of subnets, lost to another host)."""
+
+
+class StoreUnavailable(FlannelError):
+    """etcd could not be reached or did not answer in time; the caller retries."""
+
+
+class BackendError(FlannelError):
+    """A backend cannot start or program the kernel (missing privileges, NAT, no module)."""

@@ -1,0 +1,261 @@
+"""Network config (`<prefix>/config`), parsed and validated exactly like flannel.
+
+Pure: no I/O. flannel decodes the JSON with Go's encoding/json, so keys match
+case-insensitively, unknown keys are ignored and a later duplicate wins. Defaults and
+limits follow flannel's pkg/subnet/config.go; every error names the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any, Final
+
+from flanneld.errors import ConfigError
+
+DEFAULT_BACKEND: Final = "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """`Backend` object: the lower-cased type and all options as given (keys untouched)."""
+
+    type: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """An option matched case-insensitively like Go's JSON decoder (last one wins)."""
+        return fold_keys(self.options).get(name.lower(), default)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    network: IPv4Network
+    subnet_len: int
+    subnet_min: IPv4Address
+    subnet_max: IPv4Address
+    backend: BackendSpec
+    enable_ipv4: bool = True
+    enable_ipv6: bool = False
+    ipv6_network: IPv6Network | None = None
+    ipv6_subnet_len: int = 0
+    ipv6_subnet_min: IPv6Address | None = None
+    ipv6_subnet_max: IPv6Address | None = None
+    enable_nftables: bool = False
+
+    @property
+    def subnet_size(self) -> int:
+        return 1 << (32 - self.subnet_len)
+
+    def fits(self, subnet: IPv4Network) -> bool:
+        """flannel's isSubnetConfigCompat: inside [SubnetMin, SubnetMax] with SubnetLen."""
+        return (
+            subnet.prefixlen == self.subnet_len
+            and self.subnet_min <= subnet.network_address <= self.subnet_max
+        )
+
+
+def fold_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Lower-case the keys of a JSON object; a later duplicate wins, as in Go."""
+    return {str(k).lower(): v for k, v in obj.items()}
+
+
+def _get_bool(raw: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = raw.get(name.lower(), default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"network config: {name} must be true or false, not {value!r}")
+    return value
+
+
+def _get_uint(raw: Mapping[str, Any], name: str) -> int:
+    value = raw.get(name.lower(), 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"network config: {name} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _get_str(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name.lower())
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"network config: {name} must be a string, not {value!r}")
+    return value
+
+
+def _parse_v4_network(raw: Mapping[str, Any]) -> IPv4Network | None:
+    text = _get_str(raw, "Network")
+    if text is None:
+        return None
+    try:
+        return IPv4Network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"network config: Network {text!r} is not an IPv4 CIDR") from None
+
+
+def _parse_v4_addr(raw: Mapping[str, Any], name: str) -> IPv4Address | None:
+    text = _get_str(raw, name)
+    if text is None:
+        return None
+    try:
+        addr = IPv4Address(text)
+    except ValueError:
+        raise ConfigError(f"network config: {name} {text!r} is not an IPv4 address") from None
+    return None if int(addr) == 0 else addr
+
+
+def _parse_backend(raw: Mapping[str, Any]) -> BackendSpec:
+    if "backend" not in raw:
+        return BackendSpec(DEFAULT_BACKEND, {})
+    backend = raw["backend"]
+    if not isinstance(backend, dict):
+        raise ConfigError(f"network config: Backend must be an object, not {backend!r}")
+    kind = fold_keys(backend).get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError("network config: Backend.Type is missing (unknown backend type)")
+    return BackendSpec(kind.lower(), dict(backend))
+
+
+def _v4_ranges(
+    raw: Mapping[str, Any], network: IPv4Network
+) -> tuple[int, IPv4Address, IPv4Address]:
+    subnet_len = _get_uint(raw, "SubnetLen")
+    if subnet_len > 0:
+        if subnet_len > 30:
+            raise ConfigError("network config: SubnetLen must be less than /31")
+        if subnet_len < network.prefixlen + 2:
+            raise ConfigError(
+                f"network config: SubnetLen /{subnet_len} leaves Network {network} "
+                "room for fewer than four subnets"
+            )
+    elif network.prefixlen > 28:
+        raise ConfigError(
+            f"network config: Network {network} is too small, the minimum useful prefix is /28"
+        )
+    elif network.prefixlen <= 22:
+        subnet_len = 24
+    else:
+        subnet_len = network.prefixlen + 2
+
+    size = 1 << (32 - subnet_len)
+    mask = (0xFFFFFFFF << (32 - subnet_len)) & 0xFFFFFFFF
+    subnet_min = _parse_v4_addr(raw, "SubnetMin")
+    if subnet_min is None:
+        subnet_min = network.network_address + size
+    elif subnet_min not in network:
+        raise ConfigError(f"network config: SubnetMin {subnet_min} is not inside Network {network}")
+    subnet_max = _parse_v4_addr(raw, "SubnetMax")
+    if subnet_max is None:
+        subnet_max = IPv4Address(int(network.broadcast_address) + 1 - size)
+    elif subnet_max not in network:
+        raise ConfigError(f"network config: SubnetMax {subnet_max} is not inside Network {network}")
+    for name, addr in (("SubnetMin", subnet_min), ("SubnetMax", subnet_max)):
+        if int(addr) & mask != int(addr):
+            raise ConfigError(
+                f"network config: {name} {addr} is not on a SubnetLen /{subnet_len} boundary"
+            )
+    return subnet_len, subnet_min, subnet_max
+
+
+def _v6_ranges(
+    raw: Mapping[str, Any],
+) -> tuple[IPv6Network, int, IPv6Address, IPv6Address]:
+    text = _get_str(raw, "IPv6Network")
+    if text is None:
+        raise ConfigError("network config: EnableIPv6 is true but IPv6Network is missing")
+    try:
+        network = IPv6Network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"network config: IPv6Network {text!r} is not an IPv6 CIDR") from None
+    subnet_len = _get_uint(raw, "IPv6SubnetLen")
+    if subnet_len > 0:
+        if subnet_len > 126:
+            raise ConfigError("network config: IPv6SubnetLen must be less than /127")
+        if subnet_len < network.prefixlen + 2:
+            raise ConfigError(
+                f"network config: IPv6SubnetLen /{subnet_len} leaves IPv6Network {network} "
+                "room for fewer than four subnets"
+            )
+    elif network.prefixlen > 124:
+        raise ConfigError(
+            f"network config: IPv6Network {network} is too small, the minimum useful prefix is /124"
+        )
+    elif network.prefixlen <= 62:
+        subnet_len = 64
+    else:
+        subnet_len = network.prefixlen + 2
+    size = 1 << (128 - subnet_len)
+    mask = ((1 << 128) - 1) ^ (size - 1)
+    bounds: list[IPv6Address] = []
+    for name, default in (
+        ("IPv6SubnetMin", IPv6Address(int(network.network_address) + size)),
+        ("IPv6SubnetMax", IPv6Address(int(network.broadcast_address) + 1 - size)),
+    ):
+        given = _get_str(raw, name)
+        if given is None:
+            bounds.append(default)
+            continue
+        try:
+            addr = IPv6Address(given)
+        except ValueError:
+            raise ConfigError(f"network config: {name} {given!r} is not an IPv6 address") from None
+        if addr not in network:
+            raise ConfigError(f"network config: {name} {addr} is not inside IPv6Network {network}")
+        if int(addr) & mask != int(addr):
+            raise ConfigError(
+                f"network config: {name} {addr} is not on an IPv6SubnetLen /{subnet_len} boundary"
+            )
+        bounds.append(addr)
+    return network, subnet_len, bounds[0], bounds[1]
+
+
+def parse_network_config(text: str | bytes) -> NetworkConfig:
+    """Parse `<prefix>/config`; raise ConfigError naming the offending field."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"network config is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError("network config must be a JSON object")
+    raw = fold_keys(doc)
+
+    enable_ipv4 = _get_bool(raw, "EnableIPv4", True)
+    enable_ipv6 = _get_bool(raw, "EnableIPv6", False)
+    if not enable_ipv4 and not enable_ipv6:
+        raise ConfigError("network config: EnableIPv4 and EnableIPv6 are both false")
+    if not enable_ipv4:
+        raise ConfigError("network config: IPv6-only networks are not supported yet")
+
+    network = _parse_v4_network(raw)
+    if network is None:
+        raise ConfigError("network config: Network is missing")
+    subnet_len, subnet_min, subnet_max = _v4_ranges(raw, network)
+    if subnet_min > subnet_max:
+        raise ConfigError(f"network config: SubnetMin {subnet_min} is above SubnetMax {subnet_max}")
+
+    v6: dict[str, Any] = {}
+    if enable_ipv6:
+        net6, len6, min6, max6 = _v6_ranges(raw)
+        v6 = {
+            "ipv6_network": net6,
+            "ipv6_subnet_len": len6,
+            "ipv6_subnet_min": min6,
+            "ipv6_subnet_max": max6,
+        }
+    return NetworkConfig(
+        network=network,
+        subnet_len=subnet_len,
+        subnet_min=subnet_min,
+        subnet_max=subnet_max,
+        backend=_parse_backend(raw),
+        enable_ipv4=enable_ipv4,
+        enable_ipv6=enable_ipv6,
+        enable_nftables=_get_bool(raw, "EnableNFTables", False),
+        **v6,
+    )
