@@ -1,0 +1,125 @@
+"""host-gw: no encapsulation, one route per peer: `<subnet> via <PublicIP> dev <iface>`.
+
+Works only when every host is on one L2 segment. Refuses to start behind NAT (a public IP
+that is not the interface's own). Routes are re-checked every 10 s and repaired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Network
+from typing import Final
+
+from flanneld.errors import BackendError
+from lease.model import EventKind, Lease, LeaseAttrs, LeaseEvent
+
+from ._base import BackendContext
+from ._netlink import Netlink, Route, RouteTable
+
+log = logging.getLogger(__name__)
+
+BACKEND_TYPE: Final = "host-gw"
+RESYNC_S: Final = 10.0
+
+
+def desired_route(lease: Lease, oif: int) -> Route | None:
+    """The route a peer's lease asks for, or None if it is not a host-gw lease."""
+    if lease.attrs.backend_type != BACKEND_TYPE:
+        return None
+    return Route(lease.subnet, lease.attrs.public_ip, oif)
+
+
+def plan_resync(
+    desired: Mapping[IPv4Network, Route], actual: Sequence[Route]
+) -> tuple[list[Route], list[Route]]:
+    """(routes to (re)install, routes of ours to delete) to make `actual` equal `desired`."""
+    have = {route.dst: route for route in actual}
+    install = [route for dst, route in desired.items() if have.get(dst) != route]
+    delete = [route for dst, route in have.items() if dst not in desired]
+    return install, delete
+
+
+class HostGWBackend:
+    def __init__(self, context: BackendContext) -> None:
+        self._iface = context.iface
+        if context.iface.public_ip != context.iface.address:
+            raise BackendError(
+                f"host-gw cannot work behind NAT: public IP {context.iface.public_ip} is not "
+                f"the address of {context.iface.name} ({context.iface.address})"
+            )
+        self._netlink = Netlink()
+        self._routes = RouteTable(self._netlink)
+        self._desired: dict[IPv4Network, Route] = {}
+        self._synced = asyncio.Event()
+        self._counters = {"routes_installed": 0, "routes_deleted": 0, "route_errors": 0,
+                          "resync_repairs": 0}
+
+    @property
+    def mtu(self) -> int:
+        return self._iface.mtu
+
+    async def lease_attrs(self) -> LeaseAttrs:
+        return LeaseAttrs(public_ip=self._iface.public_ip, backend_type=BACKEND_TYPE)
+
+    async def start(self, lease: Lease) -> None:
+        log.info("host-gw ready subnet=%s iface=%s", lease.subnet, self._iface.name)
+
+    async def apply(self, events: Sequence[LeaseEvent]) -> None:
+        for event in events:
+            subnet = event.lease.subnet
+            old = self._desired.pop(subnet, None)
+            new = desired_route(event.lease, self._iface.index)
+            if event.kind is EventKind.ADDED and new is not None:
+                self._desired[subnet] = new
+                await self._install(new)
+            elif old is not None:
+                await self._delete(old)
+        self._synced.set()
+
+    async def _install(self, route: Route) -> None:
+        try:
+            await self._routes.replace(route)
+        except BackendError as exc:
+            self._counters["route_errors"] += 1
+            log.warning("host-gw: %s", exc)
+            return
+        self._counters["routes_installed"] += 1
+        log.info("route added subnet=%s via=%s", route.dst, route.gateway)
+
+    async def _delete(self, route: Route) -> None:
+        try:
+            await self._routes.delete(route)
+        except BackendError as exc:
+            self._counters["route_errors"] += 1
+            log.warning("host-gw: %s", exc)
+            return
+        self._counters["routes_deleted"] += 1
+        log.info("route removed subnet=%s via=%s", route.dst, route.gateway)
+
+    async def resync(self) -> int:
+        """Repair missing or changed routes and delete stale ones of ours; how many fixed."""
+        install, delete = plan_resync(self._desired, await self._routes.ours())
+        for route in install:
+            await self._install(route)
+        for route in delete:
+            await self._delete(route)
+        fixed = len(install) + len(delete)
+        if fixed:
+            self._counters["resync_repairs"] += fixed
+            log.info("host-gw resync repaired %d routes", fixed)
+        return fixed
+
+    async def run(self) -> None:
+        await self._synced.wait()  # the first peer listing: never delete before we know
+        while True:
+            await self.resync()
+            await asyncio.sleep(RESYNC_S)
+
+    def counters(self) -> Mapping[str, int]:
+        return dict(self._counters)
+
+    async def close(self) -> None:
+        self._netlink.close()
+

@@ -1,0 +1,5 @@
+"""`python -m flanneld` is the `flanneld` command."""
+
+from .cli import main
+
+main()

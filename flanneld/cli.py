@@ -1,0 +1,207 @@
+"""Command line: flannel's flags, parsed the way Go's flag package does, plus FLANNELD_* env.
+
+One or two dashes; `-flag=value` or `-flag value`; boolean flags take `-flag` or
+`-flag=false`. A flag not on the command line is read from `FLANNELD_<NAME>` (upper case,
+`-` -> `_`). Unknown flags and bad values end in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any, Final
+
+from . import __version__
+
+EXIT_USAGE: Final = 2
+
+
+class UsageError(Exception):
+    """A bad command line; the message is the whole story."""
+
+
+def _bool(text: str) -> bool:
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise ValueError("not a boolean (true/false)")
+
+
+def _int(text: str) -> int:
+    return int(text, 10)
+
+
+def _ipv4(text: str) -> str:
+    return str(IPv4Address(text)) if text else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+    repeated: bool = False
+    check: Callable[[Any], str | None] = lambda value: None
+
+    @property
+    def is_bool(self) -> bool:
+        return self.parse is _bool
+
+
+def _between(low: int, high: int) -> Callable[[Any], str | None]:
+    return lambda value: None if low <= value <= high else f"must be between {low} and {high}"
+
+
+FLAGS: Final[tuple[Flag, ...]] = (
+    Flag("etcd-endpoints", "http://127.0.0.1:4001,http://127.0.0.1:2379",
+         "a comma-delimited list of etcd endpoints"),
+    Flag("etcd-prefix", "/coreos.com/network", "etcd prefix"),
+    Flag("etcd-keyfile", "", "SSL key file used to secure etcd communication"),
+    Flag("etcd-certfile", "", "SSL certification file used to secure etcd communication"),
+    Flag("etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication"),
+    Flag("etcd-username", "", "username for BasicAuth to etcd"),
+    Flag("etcd-password", "", "password for BasicAuth to etcd"),
+    Flag("iface", [], "interface to use (IP or name) for inter-host communication; repeatable",
+         repeated=True),
+    Flag("iface-regex", [], "regex of interface names or IPs to use; repeatable", repeated=True),
+    Flag("iface-can-reach", "", "use the interface that routes to this IP", _ipv4),
+    Flag("public-ip", "", "IP accessible by other nodes for inter-host communication", _ipv4),
+    Flag("subnet-file", "/run/flannel/subnet.env",
+         "filename where env variables (subnet, MTU, ...) will be written to"),
+    Flag("subnet-lease-renew-margin", 60,
+         "subnet lease renewal margin, in minutes, ranging from 1 to 1439", _int,
+         check=_between(1, 1439)),
+    Flag("subnet-lease-ttl", 86400,
+         "TTL of the subnet lease in etcd, in seconds (flannel: fixed 86400)", _int,
+         check=_between(5, 7 * 86400)),
+    Flag("ip-masq", False, "setup IP masquerade rule for traffic destined outside of overlay "
+         "network", _bool),
+    Flag("iptables-resync", 5, "resync period for iptables rules, in seconds", _int,
+         check=_between(1, 86400)),
+    Flag("iptables-forward-rules", True, "add default accept rules to FORWARD chain", _bool),
+    Flag("healthz-ip", "0.0.0.0", "the IP address for healthz server to listen", _ipv4),
+    Flag("healthz-port", 0, "the port for healthz server to listen (0 to disable)", _int,
+         check=_between(0, 65535)),
+    Flag("v", 0, "log level for V logs (>0 logs debug)", _int, check=_between(0, 10)),
+    Flag("version", False, "print version and exit", _bool),
+)
+_BY_NAME: Final = {flag.name: flag for flag in FLAGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    etcd_endpoints: str = "http://127.0.0.1:4001,http://127.0.0.1:2379"
+    etcd_prefix: str = "/coreos.com/network"
+    etcd_keyfile: str = ""
+    etcd_certfile: str = ""
+    etcd_cafile: str = ""
+    etcd_username: str = ""
+    etcd_password: str = field(default="", repr=False)
+    iface: tuple[str, ...] = ()
+    iface_regex: tuple[str, ...] = ()
+    iface_can_reach: str = ""
+    public_ip: str = ""
+    subnet_file: str = "/run/flannel/subnet.env"
+    subnet_lease_renew_margin: int = 60
+    subnet_lease_ttl: int = 86400
+    ip_masq: bool = False
+    iptables_resync: int = 5
+    iptables_forward_rules: bool = True
+    healthz_ip: str = "0.0.0.0"
+    healthz_port: int = 0
+    v: int = 0
+    version: bool = False
+    help: bool = False
+
+
+def usage() -> str:
+    lines = ["Usage: flanneld [OPTION]...", ""]
+    for flag in FLAGS:
+        kind = "" if flag.is_bool else " value"
+        default = "" if flag.default in ("", [], False) else f" (default {flag.default})"
+        lines.append(f"  -{flag.name}{kind}\n        {flag.help}{default}")
+    lines.append("\nEvery flag can also be set as FLANNELD_<NAME>, e.g. FLANNELD_ETCD_ENDPOINTS.")
+    return "\n".join(lines)
+
+
+def _convert(flag: Flag, text: str, origin: str) -> Any:
+    try:
+        value = flag.parse(text)
+    except ValueError as exc:
+        reason = str(exc) if flag.parse is _bool else "not valid"
+        raise UsageError(f"invalid value {text!r} for {origin}: {reason}") from None
+    problem = flag.check(value)
+    if problem:
+        raise UsageError(f"invalid value {text!r} for {origin}: {problem}")
+    return value
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
+    """Parse like Go's flag package, then fill unset flags from FLANNELD_* variables."""
+    values: dict[str, Any] = {}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        if not arg.startswith("-") or arg == "-":
+            raise UsageError(f"unexpected argument {arg!r}")
+        name, has_value, text = arg.lstrip("-").partition("=")
+        if name in ("h", "help"):
+            values["help"] = True
+            continue
+        flag = _BY_NAME.get(name)
+        if flag is None:
+            raise UsageError(f"unknown flag {arg.split('=')[0]!r} (see flanneld -help)")
+        if not has_value and not flag.is_bool:
+            if not args:
+                raise UsageError(f"flag needs an argument: -{name}")
+            text = args.pop(0)
+        elif not has_value:
+            text = "true"
+        value = _convert(flag, text, f"flag -{name}")
+        if flag.repeated:
+            values.setdefault(name, []).append(value)
+        else:
+            values[name] = value
+    if args:
+        raise UsageError(f"unexpected argument {args[0]!r}")
+
+    for flag in FLAGS:
+        env_name = "FLANNELD_" + flag.name.upper().replace("-", "_")
+        if flag.name in values or env_name not in environ:
+            continue
+        text = environ[env_name]
+        if flag.repeated:
+            values[flag.name] = [_convert(flag, part.strip(), env_name)
+                                 for part in text.split(",") if part.strip()]
+        else:
+            values[flag.name] = _convert(flag, text, env_name)
+
+    fields = {name.replace("-", "_"): tuple(v) if isinstance(v, list) else v
+              for name, v in values.items()}
+    return Options(**fields)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import os
+
+    try:
+        options = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
+    except UsageError as exc:
+        print(f"flanneld: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    if options.help:
+        print(usage())
+        sys.exit(0)
+    if options.version:
+        print(__version__)
+        sys.exit(0)
+
+    from .daemon import run_daemon
+
+    sys.exit(run_daemon(options))

@@ -1,0 +1,149 @@
+"""The daemon, top to bottom: pick the interface, read the config, create the backend,
+acquire the lease, write subnet.env, then run renewal, the lease watch and the backend in
+one TaskGroup until SIGTERM/SIGINT. The lease stays in etcd and the backend's kernel state
+stays in place on exit, so a restart takes the same subnet and traffic keeps flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import sys
+import time
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import uvloop
+
+from backends import Backend, BackendContext, create_backend
+from lease.etcd_store import EtcdLeaseStore, EtcdSettings
+from lease.manager import LeaseManager, LeaseSettings
+
+from .cli import Options
+from .errors import DecodeError, FlannelError
+from .health import HealthServer, HealthState
+from .iface import pick_interface
+from .subnet_env import format_subnet_env, parse_subnet_env, previous_subnet, write_atomic
+
+log = logging.getLogger("flanneld")
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def setup_logging(verbosity: int) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity > 0 else logging.INFO,
+        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("grpc", "etcd3aio", "pyroute2", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbosity < 5 else logging.DEBUG)
+
+
+def _hint_from_subnet_file(path: str) -> IPv4Network | None:
+    """The subnet of a previous run, from the old subnet.env, if it is readable."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cannot read %s: %s; not using it as a hint", path, exc.strerror)
+        return None
+    try:
+        return previous_subnet(parse_subnet_env(text))
+    except DecodeError as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return None
+
+
+async def serve(options: Options) -> None:
+    iface = await pick_interface(options.iface, options.iface_regex, options.iface_can_reach,
+                                 options.public_ip)
+    log.info("using interface name=%s address=%s public_ip=%s mtu=%d",
+             iface.name, iface.address, iface.public_ip, iface.mtu)
+    store = EtcdLeaseStore(EtcdSettings(
+        endpoints=[e.strip() for e in options.etcd_endpoints.split(",") if e.strip()],
+        prefix=options.etcd_prefix, cafile=options.etcd_cafile,
+        certfile=options.etcd_certfile, keyfile=options.etcd_keyfile,
+        username=options.etcd_username, password=options.etcd_password,
+    ))
+    hint = _hint_from_subnet_file(options.subnet_file)
+    manager = LeaseManager(store, MonotonicClock(), LeaseSettings(
+        public_ip=iface.public_ip, ttl_s=options.subnet_lease_ttl,
+        renew_margin_s=options.subnet_lease_renew_margin * 60.0,
+        previous_subnet=hint,
+    ), random.Random())
+    health = HealthState()
+    server = HealthServer(health, options.healthz_ip, options.healthz_port)
+    backend: Backend | None = None
+    try:
+        if options.healthz_port:
+            await server.start()
+        config = await manager.wait_for_config()
+        log.info("network config network=%s subnet_len=%d backend=%s",
+                 config.network, config.subnet_len, config.backend.type)
+        backend = create_backend(BackendContext(config, iface))
+        lease = await manager.acquire(config, await backend.lease_attrs())
+        await backend.start(lease)
+        write_atomic(options.subnet_file, format_subnet_env(
+            config.network, lease.subnet, backend.mtu, options.ip_masq))
+        health.ready = True
+        log.info("running subnet=%s mtu=%d subnet_file=%s",
+                 lease.subnet, backend.mtu, options.subnet_file)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(manager.run_renewal(), name="renewal")
+            tasks.create_task(manager.run_watch(backend.apply), name="watch")
+            tasks.create_task(backend.run(), name="backend")
+    finally:
+        health.ready = False
+        await server.close()
+        if backend is not None:
+            await backend.close()
+        await store.close()
+
+
+async def _main(options: Options) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    stopping: list[str] = []
+
+    def stop(name: str) -> None:
+        if not stopping:
+            log.info("received %s, shutting down (lease and routes stay in place)", name)
+        stopping.append(name)
+        task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig.name)
+    status = 0
+    try:
+        try:
+            await serve(options)
+        except* FlannelError as group:
+            for exc in group.exceptions:
+                log.error("%s", exc)
+            status = 1
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+    return status
+
+
+def run_daemon(options: Options) -> int:
+    setup_logging(options.v)
+    if options.ip_masq:
+        log.error("-ip-masq is not implemented yet; run without it")
+        return 2
+    try:
+        return uvloop.run(_main(options))
+    except KeyboardInterrupt:
+        return 0

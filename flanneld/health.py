@@ -1,0 +1,65 @@
+"""-healthz-ip/-healthz-port: /healthz (200 while running) and /readyz (200 once ready).
+
+A minimal HTTP/1.0 responder on asyncio streams; enough for probes and curl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Final
+
+log = logging.getLogger(__name__)
+
+_REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Unavailable"}
+
+
+@dataclass(slots=True)
+class HealthState:
+    ready: bool = False
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+def respond(state: HealthState, method: str, path: str) -> tuple[int, str]:
+    """Pure routing: (status, body) for a request line."""
+    if method not in ("GET", "HEAD"):
+        return 405, "method not allowed\n"
+    if path == "/healthz":
+        return 200, "ok\n"
+    if path == "/readyz":
+        return (200, "ready\n") if state.ready else (503, "not ready\n")
+    return 404, "not found\n"
+
+
+class HealthServer:
+    def __init__(self, state: HealthState, host: str, port: int) -> None:
+        self._state, self._host, self._port = state, host, port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        log.info("healthz listening address=%s port=%d", self._host, self._port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while (await reader.readline()).strip():
+                    pass
+            parts = request.decode("latin-1").split()
+            method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
+            status, body = respond(self._state, method, path)
+            head = (f"HTTP/1.0 {status} {_REASONS[status]}\r\nContent-Type: text/plain\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            writer.write(head.encode() + (body.encode() if method != "HEAD" else b""))
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

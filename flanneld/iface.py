@@ -1,0 +1,121 @@
+"""Choosing the underlay interface (-iface, -iface-regex, -iface-can-reach, default route).
+
+Shell: reads links, addresses and routes through netlink (pyroute2).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from backends import ExternalInterface
+from backends._netlink import Netlink
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    name: str
+    index: int
+    mtu: int
+    addresses: tuple[IPv4Address, ...]
+
+
+async def _links(ipr: Any) -> list[_Link]:
+    addresses: dict[int, list[IPv4Address]] = {}
+    async for msg in await ipr.addr("dump", family=socket.AF_INET):
+        addresses.setdefault(msg["index"], []).append(IPv4Address(msg.get("address")))
+    links = [
+        _Link(msg.get("ifname"), msg["index"], int(msg.get("mtu") or 1500),
+              tuple(addresses.get(msg["index"], ())))
+        async for msg in await ipr.link("dump")
+    ]
+    return sorted(links, key=lambda link: link.index)
+
+
+def _by_name_or_ip(links: Sequence[_Link], wanted: str) -> _Link | None:
+    try:
+        ip = IPv4Address(wanted)
+    except ValueError:
+        return next((link for link in links if link.name == wanted), None)
+    return next((link for link in links if ip in link.addresses), None)
+
+
+def _by_regex(links: Sequence[_Link], pattern: str) -> _Link | None:
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"-iface-regex {pattern!r}: {exc}") from None
+    for link in links:
+        if regex.search(link.name) or any(regex.search(str(a)) for a in link.addresses):
+            return link
+    return None
+
+
+async def _route_oif(ipr: Any, dst: str | None) -> int | None:
+    if dst is None:
+        async for msg in await ipr.route("dump", family=socket.AF_INET, table=254):
+            if msg["dst_len"] == 0 and msg.get("oif"):
+                return int(msg.get("oif"))
+        return None
+    try:
+        async for msg in await ipr.route("get", dst=dst):
+            return int(msg.get("oif"))
+    except NetlinkError:
+        return None
+    return None
+
+
+async def pick_interface(
+    ifaces: Sequence[str], regexes: Sequence[str], can_reach: str, public_ip: str
+) -> ExternalInterface:
+    """Resolve the flags to one interface with an IPv4 address; ConfigError if impossible."""
+    netlink = Netlink()
+    try:
+        return await netlink.call(lambda ipr: _pick(ipr, ifaces, regexes, can_reach, public_ip))
+    finally:
+        netlink.close()
+
+
+async def _pick(
+    ipr: Any, ifaces: Sequence[str], regexes: Sequence[str], can_reach: str, public_ip: str
+) -> ExternalInterface:
+    links = await _links(ipr)
+    link: _Link | None = None
+    address: IPv4Address | None = None
+    if ifaces:
+        for wanted in ifaces:
+            link = _by_name_or_ip(links, wanted)
+            if link is not None:
+                if wanted[0].isdigit() and IPv4Address(wanted) in link.addresses:
+                    address = IPv4Address(wanted)
+                break
+        if link is None:
+            raise ConfigError(f"-iface: none of {', '.join(ifaces)} exists on this host")
+    elif regexes:
+        for pattern in regexes:
+            link = _by_regex(links, pattern)
+            if link is not None:
+                break
+        if link is None:
+            raise ConfigError(f"-iface-regex: no interface matches {', '.join(regexes)}")
+    else:
+        oif = await _route_oif(ipr, can_reach or None)
+        link = next((item for item in links if item.index == oif), None)
+        if link is None:
+            what = f"no route to {can_reach}" if can_reach else "no default route"
+            raise ConfigError(f"{what}; choose the interface with -iface")
+    if not link.addresses:
+        raise ConfigError(f"interface {link.name} has no IPv4 address")
+    address = address or link.addresses[0]
+    return ExternalInterface(
+        name=link.name, index=link.index, address=address,
+        public_ip=IPv4Address(public_ip) if public_ip else address, mtu=link.mtu,
+    )

@@ -1,0 +1,459 @@
+"""A multi-host flannel lab on one machine: the README's first command, and the harness of
+the integration tests and benchmarks.
+
+Topology (all inside network namespaces this module creates and always deletes):
+
+    <p>-ul   underlay: bridge br0 192.0.2.254/24, etcd on 192.0.2.254:2379
+    <p>-hN   host N: eth0 192.0.2.N/24 on br0, flanneld, bridge docker0 = FLANNEL_SUBNET
+    <p>-cN   container N: eth0 = <subnet>.2, default route via docker0
+
+Nothing touches the root namespace; the namespaces have no route to the outside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface, IPv4Network
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+UNDERLAY: Final = IPv4Network("192.0.2.0/24")
+ETCD_IP: Final = "192.0.2.254"
+ETCD_PORT: Final = 2379
+DEFAULT_NETWORK: Final = "10.5.0.0/16"
+
+
+class LabError(Exception):
+    """A lab step failed; the message says which and why."""
+
+
+def sh(*args: str, check: bool = True, timeout: float = 30,
+       input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command, capture its output; LabError with its stderr if it fails."""
+    try:
+        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                                input=input_text, check=False)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{' '.join(args)}: timed out after {timeout:.0f} s") from None
+    if check and result.returncode != 0:
+        raise LabError(f"{' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float = 20.0,
+             interval: float = 0.05) -> Any:
+    """Poll `condition` until it returns something truthy; LabError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Host:
+    index: int
+    ns: str
+    container_ns: str
+    workdir: Path
+    daemon: subprocess.Popen[bytes] | None = None
+    log_handle: Any = None
+
+    @property
+    def ip(self) -> str:
+        return str(UNDERLAY.network_address + self.index)
+
+    @property
+    def subnet_file(self) -> Path:
+        return self.workdir / "subnet.env"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "flanneld.log"
+
+    def subnet_env(self) -> dict[str, str]:
+        from .subnet_env import parse_subnet_env
+
+        try:
+            return parse_subnet_env(self.subnet_file.read_text())
+        except FileNotFoundError:
+            return {}
+
+    @property
+    def subnet(self) -> IPv4Network:
+        return IPv4Interface(self.subnet_env()["FLANNEL_SUBNET"]).network
+
+    @property
+    def container_ip(self) -> str:
+        return str(self.subnet.network_address + 2)
+
+
+@dataclass
+class Lab:
+    hosts_count: int = 3
+    prefix: str = field(default_factory=lambda: "fl" + secrets.token_hex(2))
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flanneld-lab-")))
+    hosts: list[Host] = field(default_factory=list)
+    etcd: subprocess.Popen[bytes] | None = None
+    namespaces: list[str] = field(default_factory=list)
+
+    @property
+    def underlay_ns(self) -> str:
+        return f"{self.prefix}-ul"
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"http://{ETCD_IP}:{ETCD_PORT}"
+
+    # -- topology -----------------------------------------------------------------------
+
+    def _add_ns(self, name: str) -> None:
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+
+    def create_underlay(self) -> None:
+        self._add_ns(self.underlay_ns)
+        sh("ip", "-n", self.underlay_ns, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.underlay_ns, "addr", "add", f"{ETCD_IP}/24", "dev", "br0")
+        sh("ip", "-n", self.underlay_ns, "link", "set", "br0", "up")
+
+    def add_host(self) -> Host:
+        index = len(self.hosts) + 1
+        host = Host(index, f"{self.prefix}-h{index}", f"{self.prefix}-c{index}",
+                    self.workdir / f"h{index}")
+        host.workdir.mkdir(parents=True, exist_ok=True)
+        self._add_ns(host.ns)
+        peer = f"{self.prefix}h{index}"
+        sh("ip", "-n", host.ns, "link", "add", "eth0", "type", "veth", "peer", "name", peer,
+           "netns", self.underlay_ns)
+        sh("ip", "-n", self.underlay_ns, "link", "set", peer, "master", "br0", "up")
+        sh("ip", "-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
+        sh("ip", "-n", host.ns, "link", "set", "eth0", "up")
+        self.exec(host.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.hosts.append(host)
+        return host
+
+    def exec(self, ns: str, *args: str, check: bool = True,
+             timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout)
+
+    # -- etcd ---------------------------------------------------------------------------
+
+    def start_etcd(self) -> None:
+        data = self.workdir / "etcd"
+        data.mkdir(exist_ok=True)
+        log = (self.workdir / "etcd.log").open("ab")
+        self.etcd = subprocess.Popen(
+            ["ip", "netns", "exec", self.underlay_ns, "etcd", "--name", "lab",
+             "--data-dir", str(data),
+             "--listen-client-urls", f"http://{ETCD_IP}:{ETCD_PORT},http://127.0.0.1:{ETCD_PORT}",
+             "--advertise-client-urls", f"http://{ETCD_IP}:{ETCD_PORT}",
+             "--listen-peer-urls", "http://127.0.0.1:2380",
+             "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+             "--initial-cluster", "lab=http://127.0.0.1:2380"],
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        log.close()
+        wait_for("etcd to answer", lambda: self.etcdctl("endpoint", "health", check=False)
+                 .returncode == 0, timeout=30, interval=0.1)
+
+    def stop_etcd(self) -> None:
+        if self.etcd is not None:
+            self.etcd.send_signal(signal.SIGTERM)
+            try:
+                self.etcd.wait(10)
+            except subprocess.TimeoutExpired:
+                self.etcd.kill()
+                self.etcd.wait()
+            self.etcd = None
+
+    def etcdctl(self, *args: str, check: bool = True,
+                input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        env_args = ("env", "ETCDCTL_API=3", "etcdctl", "--dial-timeout=2s",
+                    f"--endpoints=http://127.0.0.1:{ETCD_PORT}")
+        return sh("ip", "netns", "exec", self.underlay_ns, *env_args, *args, check=check,
+                  input_text=input_text)
+
+    def put_config(self, config: dict[str, Any] | str, prefix: str = "/coreos.com/network") -> None:
+        text = config if isinstance(config, str) else json.dumps(config)
+        self.etcdctl("put", f"{prefix}/config", text)
+
+    def leases(self, prefix: str = "/coreos.com/network") -> dict[str, dict[str, Any]]:
+        """subnet key name -> lease JSON, read with etcdctl (a client we did not write)."""
+        out = self.etcdctl("get", "--prefix", f"{prefix}/subnets/").stdout.splitlines()
+        return {key.rsplit("/", 1)[1]: json.loads(value) for key, value in zip(out[::2], out[1::2])}
+
+    # -- daemons ------------------------------------------------------------------------
+
+    def start_daemon(self, host: Host, *extra: str, env: dict[str, str] | None = None) -> None:
+        host.log_handle = host.log_file.open("ab")
+        args = ["ip", "netns", "exec", host.ns, sys.executable, "-m", "flanneld",
+                f"-etcd-endpoints={self.etcd_endpoint}", "-iface=eth0",
+                f"-subnet-file={host.subnet_file}", *extra]
+        host.daemon = subprocess.Popen(args, stdout=host.log_handle, stderr=host.log_handle,
+                                       env={**os.environ, **(env or {})}, start_new_session=True)
+
+    def wait_ready(self, host: Host, timeout: float = 30) -> IPv4Network:
+        def ready() -> bool:
+            if host.daemon is not None and host.daemon.poll() is not None:
+                raise LabError(f"flanneld on {host.ns} exited with {host.daemon.returncode}: "
+                               f"{self.log_tail(host)}")
+            return "FLANNEL_SUBNET" in host.subnet_env()
+
+        wait_for(f"flanneld on {host.ns} to write subnet.env", ready, timeout)
+        return host.subnet
+
+    def stop_daemon(self, host: Host, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Signal the daemon (by its PID) and return its exit code."""
+        code = 0
+        if host.daemon is not None:
+            with contextlib.suppress(ProcessLookupError):
+                host.daemon.send_signal(sig)
+            try:
+                code = host.daemon.wait(timeout)
+            except subprocess.TimeoutExpired:
+                host.daemon.kill()
+                host.daemon.wait()
+                raise LabError(f"flanneld on {host.ns} ignored signal {sig} for {timeout} s")
+            host.daemon = None
+        if host.log_handle is not None:
+            host.log_handle.close()
+            host.log_handle = None
+        return code
+
+    def log_tail(self, host: Host, lines: int = 5) -> str:
+        try:
+            return " | ".join(host.log_file.read_text().strip().splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    # -- containers ---------------------------------------------------------------------
+
+    def add_container(self, host: Host) -> None:
+        """What `dockerd --bip=$FLANNEL_SUBNET --mtu=$FLANNEL_MTU` plus one container do."""
+        env = host.subnet_env()
+        bip, mtu = env["FLANNEL_SUBNET"], env["FLANNEL_MTU"]
+        self._add_ns(host.container_ns)
+        sh("ip", "-n", host.ns, "link", "add", "docker0", "type", "bridge")
+        sh("ip", "-n", host.ns, "link", "set", "docker0", "mtu", mtu)
+        sh("ip", "-n", host.ns, "addr", "add", bip, "dev", "docker0")
+        sh("ip", "-n", host.ns, "link", "set", "docker0", "up")
+        sh("ip", "-n", host.ns, "link", "add", "veth0", "mtu", mtu, "type", "veth", "peer",
+           "name", "eth0", "mtu", mtu, "netns", host.container_ns)
+        sh("ip", "-n", host.ns, "link", "set", "veth0", "master", "docker0", "up")
+        cidr = f"{host.container_ip}/{host.subnet.prefixlen}"
+        sh("ip", "-n", host.container_ns, "addr", "add", cidr, "dev", "eth0")
+        sh("ip", "-n", host.container_ns, "link", "set", "eth0", "up")
+        gateway = str(host.subnet.network_address + 1)
+        sh("ip", "-n", host.container_ns, "route", "add", "default", "via", gateway)
+
+    # -- traffic ------------------------------------------------------------------------
+
+    def ping(self, src: Host, dst_ip: str, count: int = 3, timeout: float = 1) -> dict[str, float]:
+        out = self.exec(src.container_ns, "ping", "-n", "-q", "-c", str(count), "-i", "0.2",
+                        "-W", str(timeout), dst_ip, check=False, timeout=count * 2 + 10).stdout
+        received, rtt = 0, float("nan")
+        for line in out.splitlines():
+            if "received" in line:
+                received = int(line.split(",")[1].split()[0])
+            if line.startswith(("rtt", "round-trip")):
+                rtt = float(line.split("=")[1].split("/")[1])
+        return {"sent": count, "received": received, "rtt_ms": rtt}
+
+    def can_reach(self, src: Host, dst_ip: str) -> bool:
+        return self.ping(src, dst_ip, count=1, timeout=1)["received"] == 1
+
+    def iperf(self, client: Host, server: Host, seconds: float = 3,
+              streams: int = 1) -> float:
+        """TCP throughput container-to-container in bit/s (iperf3, JSON)."""
+        srv = subprocess.Popen(["ip", "netns", "exec", server.container_ns, "iperf3", "-s",
+                                "-1", "-B", server.container_ip],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for("iperf3 server to listen", lambda: self.exec(
+                server.container_ns, "ss", "-Hltn", "sport", "=", ":5201").stdout.strip(),
+                timeout=10)
+            result = self.exec(client.container_ns, "iperf3", "-J", "-c", server.container_ip,
+                               "-t", f"{seconds:g}", "-P", str(streams), check=False,
+                               timeout=seconds + 30)
+            try:
+                report: dict[str, Any] = json.loads(result.stdout)
+                return float(report["end"]["sum_received"]["bits_per_second"])
+            except (ValueError, KeyError):
+                error = report.get("error") if isinstance(report, dict) else result.stderr
+                raise LabError(f"iperf3 c{client.index} -> c{server.index}: {error}") from None
+        finally:
+            if srv.poll() is None:
+                srv.kill()
+            srv.wait()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        for host in self.hosts:
+            with contextlib.suppress(LabError, OSError):
+                self.stop_daemon(host, timeout=5)
+        with contextlib.suppress(OSError):
+            self.stop_etcd()
+        for ns in reversed(self.namespaces):
+            sh("ip", "netns", "pids", ns, check=False)  # (informational; killed below)
+            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            sh("ip", "netns", "del", ns, check=False)
+        self.namespaces.clear()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Lab]:
+        """Underlay + etcd + `hosts_count` hosts; everything removed on exit, whatever happens."""
+        try:
+            self.create_underlay()
+            self.start_etcd()
+            for _ in range(self.hosts_count):
+                self.add_host()
+            yield self
+        finally:
+            self.teardown()
+
+
+# -- the lab command ---------------------------------------------------------------------
+
+
+def _step(number: int, total: int, text: str) -> Callable[[str], None]:
+    started = time.monotonic()
+    print(f"[{number}/{total}] {text} ...", end="", flush=True)
+
+    def done(result: str = "ok") -> None:
+        print(f" {result} ({time.monotonic() - started:.1f} s)", flush=True)
+
+    return done
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    line = "  ".join("{:<%d}" % w for w in widths)
+    return "\n".join([line.format(*headers), line.format(*("-" * w for w in widths)),
+                      *(line.format(*row) for row in rows)])
+
+
+def _network_config(backend: str, network: str) -> dict[str, Any]:
+    return {"Network": network, "Backend": {"Type": backend}}
+
+
+def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: bool,
+            keep: bool) -> int:
+    if os.geteuid() != 0:
+        print("flanneld-lab: must run as root (it creates network namespaces)", file=sys.stderr)
+        return 2
+    for tool in ("ip", "etcd", "etcdctl", "iperf3", "ping"):
+        if shutil.which(tool) is None:
+            print(f"flanneld-lab: {tool} is not installed", file=sys.stderr)
+            return 2
+    lab = Lab(hosts_count=hosts)
+    total = 6
+    results: dict[str, Any] = {"backend": backend, "hosts": hosts, "network": network}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        done = _step(1, total, f"underlay, etcd and {hosts} host namespaces ({lab.prefix}-*)")
+        with lab.running():
+            done()
+            done = _step(2, total, f"network config: {network}, backend {backend}")
+            lab.put_config(_network_config(backend, network))
+            done()
+            done = _step(3, total, "starting flanneld on every host")
+            for host in lab.hosts:
+                lab.start_daemon(host)
+            for host in lab.hosts:
+                lab.wait_ready(host)
+            done(", ".join(f"h{h.index}={h.subnet}" for h in lab.hosts))
+            done = _step(4, total, "docker0 bridge (--bip=$FLANNEL_SUBNET) and a container per host")
+            for host in lab.hosts:
+                lab.add_container(host)
+            done()
+            done = _step(5, total, "container-to-container ping, every pair")
+            pairs = [(a, b) for a in lab.hosts for b in lab.hosts if a is not b]
+            for a, b in pairs:
+                wait_for(f"c{a.index} -> c{b.index}", lambda a=a, b=b: lab.can_reach(a, b.container_ip),
+                         timeout=10)
+            pings = {(a.index, b.index): lab.ping(a, b.container_ip, count=5) for a, b in pairs}
+            done()
+            done = _step(6, total, f"iperf3 between hosts, {seconds:.0f} s each")
+            ring = [(lab.hosts[i], lab.hosts[(i + 1) % len(lab.hosts)]) for i in range(len(lab.hosts))]
+            rates = {(a.index, b.index): lab.iperf(a, b, seconds) for a, b in ring}
+            done()
+            results["subnets"] = {f"h{h.index}": str(h.subnet) for h in lab.hosts}
+            results["ping"] = [{"from": f"c{a}", "to": f"c{b}", **v} for (a, b), v in pings.items()]
+            results["iperf3"] = [{"from": f"c{a}", "to": f"c{b}", "gbit_s": r / 1e9}
+                                 for (a, b), r in rates.items()]
+            failed = [p for p in results["ping"] if p["received"] != p["sent"]]
+            if as_json:
+                print(json.dumps(results, indent=2))
+            else:
+                print()
+                print(_table(["host", "underlay", "subnet"],
+                             [(f"h{h.index}", h.ip, str(h.subnet)) for h in lab.hosts]))
+                print()
+                print(_table(["from", "to", "received", "rtt"],
+                             [(p["from"], p["to"], f"{p['received']}/{p['sent']}",
+                               f"{p['rtt_ms']:.3f} ms") for p in results["ping"]]))
+                print()
+                print(_table(["from", "to", "throughput"],
+                             [(r["from"], r["to"], f"{r['gbit_s']:.2f} Gbit/s")
+                              for r in results["iperf3"]]))
+            if keep:
+                print(f"\n--keep: lab stays up until Enter (namespaces {lab.prefix}-*)")
+                with contextlib.suppress(EOFError):
+                    input()
+            print("\ntearing down ...", flush=True)
+            return 1 if failed else 0
+    except LabError as exc:
+        print(f"\nflanneld-lab: {exc}", file=sys.stderr)
+        for host in lab.hosts:
+            print(f"  h{host.index} log: {lab.log_tail(host)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; lab torn down", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="flanneld-lab",
+        description="Run N flannel hosts as network namespaces on this machine, with a real "
+                    "etcd, containers and traffic; everything is removed afterwards.")
+    parser.add_argument("--hosts", type=int, default=3, help="number of hosts (2..50)")
+    parser.add_argument("--backend", default="host-gw", choices=["host-gw"],
+                        help="the network config's Backend.Type")
+    parser.add_argument("--network", default=DEFAULT_NETWORK, help="the overlay Network")
+    parser.add_argument("--seconds", type=float, default=3, help="iperf3 duration per pair")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--keep", action="store_true", help="wait for Enter before teardown")
+    args = parser.parse_args(argv)
+    if not 2 <= args.hosts <= 50:
+        parser.error("--hosts must be between 2 and 50")
+    sys.exit(run_lab(args.hosts, args.backend, args.network, args.seconds, args.json, args.keep))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""subnet.env: flannel's hand-off file to Docker and friends (FLANNEL.md §2).
+
+format/parse are pure; write_atomic is the one effect (temp file + rename, mode 0644), so a
+reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from pathlib import Path
+
+from .errors import DecodeError
+
+
+def format_subnet_env(
+    network: IPv4Network,
+    subnet: IPv4Network,
+    mtu: int,
+    ip_masq: bool,
+    ipv6_network: IPv6Network | None = None,
+    ipv6_subnet: IPv6Network | None = None,
+) -> str:
+    """flannel's WriteSubnetFile, byte for byte: FLANNEL_SUBNET is the first usable address
+    with the subnet's prefix length (what `dockerd --bip` wants)."""
+    lines = [
+        f"FLANNEL_NETWORK={network}",
+        f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}",
+    ]
+    if ipv6_network is not None and ipv6_subnet is not None:
+        lines.append(f"FLANNEL_IPV6_NETWORK={ipv6_network}")
+        lines.append(f"FLANNEL_IPV6_SUBNET={ipv6_subnet.network_address + 1}/{ipv6_subnet.prefixlen}")
+    lines.append(f"FLANNEL_MTU={mtu}")
+    lines.append(f"FLANNEL_IPMASQ={'true' if ip_masq else 'false'}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_subnet_env(text: str) -> dict[str, str]:
+    """KEY=VALUE lines (blank lines and # comments skipped); DecodeError on anything else."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise DecodeError(f"subnet.env line {number}: expected KEY=VALUE, got {line!r}")
+        values[key.strip()] = value.strip().strip('"')
+    return values
+
+
+def previous_subnet(values: Mapping[str, str]) -> IPv4Network | None:
+    """The subnet a previous run held (the hint for allocation), if the file names one."""
+    text = values.get("FLANNEL_SUBNET")
+    if not text:
+        return None
+    try:
+        return IPv4Interface(text).network
+    except ValueError:
+        raise DecodeError(f"subnet.env: FLANNEL_SUBNET={text!r} is not an IPv4 CIDR") from None
+
+
+def previous_ipv6_subnet(values: Mapping[str, str]) -> IPv6Network | None:
+    text = values.get("FLANNEL_IPV6_SUBNET")
+    if not text:
+        return None
+    try:
+        return IPv6Interface(text).network
+    except ValueError:
+        raise DecodeError(f"subnet.env: FLANNEL_IPV6_SUBNET={text!r} is not an IPv6 CIDR") from None
+
+
+def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""Subnet leases in etcd: network config, lease model, allocation, store and watcher."""
