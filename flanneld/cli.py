@@ -182,8 +182,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         else:
             values[flag.name] = _convert(flag, text, env_name)
 
-    fields = {name.replace("-", "_"): tuple(v) if isinstance(v, list) else v
-              for name, v in values.items()}
+    fields: dict[str, Any] = {name.replace("-", "_"): tuple(v) if isinstance(v, list) else v
+                              for name, v in values.items()}
     return Options(**fields)
 
 

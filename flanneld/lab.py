@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 from types import FrameType
@@ -171,8 +172,10 @@ class Lab:
             stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
-        wait_for("etcd to answer", lambda: self.etcdctl("endpoint", "health", check=False)
-                 .returncode == 0, timeout=30, interval=0.1)
+        def healthy() -> bool:
+            return self.etcdctl("endpoint", "health", check=False).returncode == 0
+
+        wait_for("etcd to answer", healthy, timeout=30, interval=0.1)
 
     def stop_etcd(self) -> None:
         if self.etcd is not None:
@@ -198,7 +201,8 @@ class Lab:
     def leases(self, prefix: str = "/coreos.com/network") -> dict[str, dict[str, Any]]:
         """subnet key name -> lease JSON, read with etcdctl (a client we did not write)."""
         out = self.etcdctl("get", "--prefix", f"{prefix}/subnets/").stdout.splitlines()
-        return {key.rsplit("/", 1)[1]: json.loads(value) for key, value in zip(out[::2], out[1::2])}
+        pairs = zip(out[::2], out[1::2], strict=False)
+        return {key.rsplit("/", 1)[1]: json.loads(value) for key, value in pairs}
 
     # -- daemons ------------------------------------------------------------------------
 
@@ -231,7 +235,8 @@ class Lab:
             except subprocess.TimeoutExpired:
                 host.daemon.kill()
                 host.daemon.wait()
-                raise LabError(f"flanneld on {host.ns} ignored signal {sig} for {timeout} s")
+                raise LabError(
+                    f"flanneld on {host.ns} ignored signal {sig} for {timeout} s") from None
             host.daemon = None
         if host.log_handle is not None:
             host.log_handle.close()
@@ -287,9 +292,8 @@ class Lab:
                                 "-1", "-B", server.container_ip],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for("iperf3 server to listen", lambda: self.exec(
-                server.container_ns, "ss", "-Hltn", "sport", "=", ":5201").stdout.strip(),
-                timeout=10)
+            listening = partial(self.exec, server.container_ns, "ss", "-Hltn", "sport = :5201")
+            wait_for("iperf3 server to listen", lambda: listening().stdout.strip(), timeout=10)
             result = self.exec(client.container_ns, "iperf3", "-J", "-c", server.container_ip,
                                "-t", f"{seconds:g}", "-P", str(streams), check=False,
                                timeout=seconds + 30)
@@ -336,7 +340,7 @@ class Lab:
 # -- the lab command ---------------------------------------------------------------------
 
 
-def _step(number: int, total: int, text: str) -> Callable[[str], None]:
+def _step(number: int, total: int, text: str) -> Callable[..., None]:
     started = time.monotonic()
     print(f"[{number}/{total}] {text} ...", end="", flush=True)
 
@@ -348,7 +352,7 @@ def _step(number: int, total: int, text: str) -> Callable[[str], None]:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([line.format(*headers), line.format(*("-" * w for w in widths)),
                       *(line.format(*row) for row in rows)])
 
@@ -387,23 +391,24 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
             for host in lab.hosts:
                 lab.wait_ready(host)
             done(", ".join(f"h{h.index}={h.subnet}" for h in lab.hosts))
-            done = _step(4, total, "docker0 bridge (--bip=$FLANNEL_SUBNET) and a container per host")
+            done = _step(4, total, "docker0 (--bip=$FLANNEL_SUBNET) and a container per host")
             for host in lab.hosts:
                 lab.add_container(host)
             done()
             done = _step(5, total, "container-to-container ping, every pair")
             pairs = [(a, b) for a in lab.hosts for b in lab.hosts if a is not b]
             for a, b in pairs:
-                wait_for(f"c{a.index} -> c{b.index}", lambda a=a, b=b: lab.can_reach(a, b.container_ip),
+                wait_for(f"c{a.index} -> c{b.index}", partial(lab.can_reach, a, b.container_ip),
                          timeout=10)
             pings = {(a.index, b.index): lab.ping(a, b.container_ip, count=5) for a, b in pairs}
             done()
             done = _step(6, total, f"iperf3 between hosts, {seconds:.0f} s each")
-            ring = [(lab.hosts[i], lab.hosts[(i + 1) % len(lab.hosts)]) for i in range(len(lab.hosts))]
+            ring = list(zip(lab.hosts, [*lab.hosts[1:], lab.hosts[0]], strict=True))
             rates = {(a.index, b.index): lab.iperf(a, b, seconds) for a, b in ring}
             done()
             results["subnets"] = {f"h{h.index}": str(h.subnet) for h in lab.hosts}
-            results["ping"] = [{"from": f"c{a}", "to": f"c{b}", **v} for (a, b), v in pings.items()]
+            results["ping"] = [{"from": f"c{a}", "to": f"c{b}", **v}
+                               for (a, b), v in pings.items()]
             results["iperf3"] = [{"from": f"c{a}", "to": f"c{b}", "gbit_s": r / 1e9}
                                  for (a, b), r in rates.items()]
             failed = [p for p in results["ping"] if p["received"] != p["sent"]]

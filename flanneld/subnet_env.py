@@ -31,7 +31,8 @@ def format_subnet_env(
     ]
     if ipv6_network is not None and ipv6_subnet is not None:
         lines.append(f"FLANNEL_IPV6_NETWORK={ipv6_network}")
-        lines.append(f"FLANNEL_IPV6_SUBNET={ipv6_subnet.network_address + 1}/{ipv6_subnet.prefixlen}")
+        first6 = ipv6_subnet.network_address + 1
+        lines.append(f"FLANNEL_IPV6_SUBNET={first6}/{ipv6_subnet.prefixlen}")
     lines.append(f"FLANNEL_MTU={mtu}")
     lines.append(f"FLANNEL_IPMASQ={'true' if ip_masq else 'false'}")
     return "\n".join(lines) + "\n"
@@ -40,8 +41,8 @@ def format_subnet_env(
 def parse_subnet_env(text: str) -> dict[str, str]:
     """KEY=VALUE lines (blank lines and # comments skipped); DecodeError on anything else."""
     values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition("=")

@@ -230,7 +230,7 @@ class EtcdLeaseStore:
                          [self._kv.txn_op_delete(key)])
 
     async def renew_lease(self, lease: Lease) -> float | None:
-        async def keepalive_once(timeout: float) -> float | None:
+        async def keepalive_once(timeout: float) -> float | None:  # noqa: ASYNC109
             async def one_request() -> AsyncIterator[Any]:
                 yield LeaseKeepAliveRequest(ID=lease.etcd_lease)
 

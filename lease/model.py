@@ -150,7 +150,9 @@ def backend_data(attrs: LeaseAttrs) -> dict[str, Any]:
     return fold_keys(value) if isinstance(value, dict) else {}
 
 
-def decode_lease(name: str, value: bytes | str, etcd_lease: int = 0, mod_revision: int = 0) -> Lease:
+def decode_lease(
+    name: str, value: bytes | str, etcd_lease: int = 0, mod_revision: int = 0
+) -> Lease:
     subnet, ipv6 = parse_subnet_key(name)
     return Lease(subnet, decode_lease_attrs(value), ipv6, etcd_lease, mod_revision)
 
