@@ -292,8 +292,10 @@ class Lab:
                                 "-1", "-B", server.container_ip],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            listening = partial(self.exec, server.container_ns, "ss", "-Hltn", "sport = :5201")
-            wait_for("iperf3 server to listen", lambda: listening().stdout.strip(), timeout=10)
+            def listening() -> str:
+                return self.exec(server.container_ns, "ss", "-Hltn", "sport = :5201").stdout
+
+            wait_for("iperf3 server to listen", listening, timeout=10)
             result = self.exec(client.container_ns, "iperf3", "-J", "-c", server.container_ip,
                                "-t", f"{seconds:g}", "-P", str(streams), check=False,
                                timeout=seconds + 30)
