@@ -194,10 +194,13 @@ class LeaseManager:
 
     async def _wait_for_renewal_or_loss(self) -> bool:
         """Sleep until renew_at; True if the lease was reported lost meanwhile."""
+        if math.isinf(self.renew_at):  # a reservation: nothing to renew, ever
+            await self._lost.wait()
+            return True
         delay_s = self.renew_at - self._clock.now()
         if delay_s <= 0:
             return self._lost.is_set()
-        sleeper = asyncio.ensure_future(self._clock.sleep(min(delay_s, 1e9)))
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay_s))
         lost = asyncio.ensure_future(self._lost.wait())
         try:
             await asyncio.wait({sleeper, lost}, return_when=asyncio.FIRST_COMPLETED)
