@@ -57,6 +57,19 @@ class NetworkConfig:
         )
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """json.loads as Go reads JSON: NaN/Infinity rejected, lone surrogates rejected.
+
+    Raises ValueError (json.JSONDecodeError or UnicodeError are ValueErrors too)."""
+    value = json.loads(text, parse_constant=_reject_constant)
+    json.dumps(value, ensure_ascii=False).encode()  # lone surrogates cannot be re-encoded
+    return value
+
+
 def fold_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Lower-case the keys of a JSON object; a later duplicate wins, as in Go."""
     return {str(k).lower(): v for k, v in obj.items()}
@@ -218,8 +231,8 @@ def _v6_ranges(
 def parse_network_config(text: str | bytes) -> NetworkConfig:
     """Parse `<prefix>/config`; raise ConfigError naming the offending field."""
     try:
-        doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = loads_strict(text)
+    except ValueError as exc:
         raise ConfigError(f"network config is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ConfigError("network config must be a JSON object")

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from flanneld.errors import DecodeError
 
-from .config import fold_keys
+from .config import fold_keys, loads_strict
 
 SUBNETS_DIR: Final = "subnets/"
 # Upstream: (\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$ ; we also insist on real dots.
@@ -108,8 +108,8 @@ def backend_data_json(data: Mapping[str, Any]) -> str:
 
 def decode_lease_attrs(value: bytes | str) -> LeaseAttrs:
     try:
-        doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = loads_strict(value)
+    except ValueError as exc:
         raise DecodeError(f"lease value is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise DecodeError("lease value is not a JSON object")
@@ -129,7 +129,9 @@ def decode_lease_attrs(value: bytes | str) -> LeaseAttrs:
             ipv6 = None
         if ipv6 is None:
             raise DecodeError(f"lease value: PublicIPv6 {text!r} is not an IPv6 address")
-    backend_type = raw.get("backendtype") or ""
+    backend_type = raw.get("backendtype")
+    if backend_type is None:
+        backend_type = ""
     if not isinstance(backend_type, str):
         raise DecodeError(f"lease value: BackendType {backend_type!r} is not a string")
     data, data6 = raw.get("backenddata"), raw.get("backendv6data")
