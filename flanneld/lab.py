@@ -374,7 +374,8 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
             return 2
     lab = Lab(hosts_count=hosts)
     total = 6
-    results: dict[str, Any] = {"backend": backend, "hosts": hosts, "network": network}
+    results: dict[str, Any] = {"backend": backend, "hosts": hosts, "network": network,
+                               "prefix": lab.prefix}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

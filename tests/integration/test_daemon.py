@@ -1,0 +1,226 @@
+"""flanneld as a subprocess in network namespaces, with a real etcd and host-gw routes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from flanneld.lab import Host, Lab, wait_for
+from flanneld.subnet_env import format_subnet_env, write_atomic
+
+from .conftest import HOST_GW
+
+
+def routes(lab: Lab, host: Host) -> str:
+    return lab.exec(host.ns, "ip", "-4", "route", "show", "proto", "70").stdout
+
+
+def count_routes(lab: Lab, host: Host, expected: int) -> bool:
+    return len(routes(lab, host).splitlines()) == expected
+
+
+def subnets_in_etcd(lab: Lab) -> dict[str, str]:
+    return {key: value["PublicIP"] for key, value in lab.leases().items()}
+
+
+def start(lab: Lab, host: Host, *extra: str) -> IPv4Network:
+    lab.start_daemon(host, *extra)
+    return lab.wait_ready(host)
+
+
+def test_three_hosts_route_to_each_other_and_follow_lease_changes(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    hosts = [lab.add_host() for _ in range(3)]
+    subnets = [start(lab, host) for host in hosts]
+    assert len(set(subnets)) == 3
+    assert subnets_in_etcd(lab) == {f"{s.network_address}-24": h.ip
+                                    for s, h in zip(subnets, hosts, strict=True)}
+    for host in hosts:
+        lab.add_container(host)
+    for a in hosts:
+        for b in hosts:
+            if a is not b:
+                wait_for(f"c{a.index}->c{b.index}", partial(lab.can_reach, a, b.container_ip))
+    h1, h2, h3 = hosts
+    assert f"{subnets[1]} via {h2.ip} dev eth0" in routes(lab, h1)
+
+    # a peer that leaves (its lease deleted) is no longer routed
+    lab.stop_daemon(h3)
+    lab.etcdctl("del", f"/coreos.com/network/subnets/{subnets[2].network_address}-24")
+    wait_for("h3's route to go", lambda: str(subnets[2]) not in routes(lab, h1), timeout=5)
+
+    # a route deleted by hand is repaired by the 10 s re-check
+    lab.exec(h1.ns, "ip", "route", "del", str(subnets[1]))
+    wait_for("route repair", lambda: str(subnets[1]) in routes(lab, h1), timeout=15)
+
+
+def test_a_hand_written_go_flannel_lease_is_a_peer_both_ways(lab: Lab) -> None:
+    """h2 is programmed by hand exactly as Go flannel's host-gw would program it."""
+    lab.put_config(HOST_GW)
+    ours, go = lab.add_host(), lab.add_host()
+    go_subnet = IPv4Network("10.5.200.0/24")
+    lease_id = lab.etcdctl("lease", "grant", "600").stdout.split()[1]
+    lab.etcdctl("put", "--lease", lease_id, "/coreos.com/network/subnets/10.5.200.0-24",
+                '{"PublicIP":"192.0.2.2","PublicIPv6":null,"BackendType":"host-gw"}')
+    our_subnet = start(lab, ours)
+    wait_for("route to the Go node", lambda: f"{go_subnet} via {go.ip} dev eth0"
+             in routes(lab, ours), timeout=5)
+    write_atomic(go.subnet_file, format_subnet_env(IPv4Network("10.5.0.0/16"), go_subnet,
+                                                   1500, False))
+    lab.exec(go.ns, "ip", "route", "add", str(our_subnet), "via", ours.ip, "dev", "eth0")
+    lab.add_container(ours)
+    lab.add_container(go)
+    wait_for("ours -> go", lambda: lab.can_reach(ours, go.container_ip))
+    assert lab.can_reach(go, ours.container_ip)
+
+
+def test_two_daemons_racing_for_the_last_subnet(lab: Lab) -> None:
+    lab.put_config({"Network": "10.9.0.0/28", "Backend": {"Type": "host-gw"}})  # 3 x /30
+    for base, ip in ((4, "192.0.2.101"), (8, "192.0.2.102")):
+        lab.etcdctl("put", f"/coreos.com/network/subnets/10.9.0.{base}-30",
+                    json.dumps({"PublicIP": ip, "PublicIPv6": None, "BackendType": "host-gw"}))
+    hosts = [lab.add_host(), lab.add_host()]
+    for host in hosts:
+        lab.start_daemon(host)
+    def outcome(host: Host) -> str | None:
+        assert host.daemon is not None
+        if host.daemon.poll() is not None:
+            return f"exit {host.daemon.returncode}"
+        return "ready" if "FLANNEL_SUBNET" in host.subnet_env() else None
+
+    outcomes = [wait_for("an outcome", partial(outcome, host), timeout=30) for host in hosts]
+    assert sorted(outcomes) == ["exit 1", "ready"], [lab.log_tail(h) for h in hosts]
+    winner, loser = (hosts[0], hosts[1]) if outcomes[0] == "ready" else (hosts[1], hosts[0])
+    assert winner.subnet == IPv4Network("10.9.0.12/30")
+    log = loser.log_file.read_text()
+    assert "out of subnets" in log and "Traceback" not in log
+
+
+def test_twenty_daemons_at_once_get_twenty_distinct_subnets(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    hosts = [lab.add_host() for _ in range(20)]
+    for host in hosts:
+        lab.start_daemon(host)
+    subnets = [lab.wait_ready(host, timeout=90) for host in hosts]
+    assert len(set(subnets)) == 20
+    in_etcd = subnets_in_etcd(lab)
+    assert len(in_etcd) == 20 and sorted(in_etcd.values()) == sorted(h.ip for h in hosts)
+    # everyone ends up with a route to everyone else
+    for host in (hosts[0], hosts[-1]):
+        wait_for("19 routes", partial(count_routes, lab, host, 19), timeout=20)
+
+
+def test_a_reservation_is_honoured_and_stays_permanent(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    key = "/coreos.com/network/subnets/10.5.123.0-24"
+    lab.etcdctl("put", key, json.dumps({"PublicIP": host.ip, "PublicIPv6": None}))
+    assert start(lab, host) == IPv4Network("10.5.123.0/24")
+    kv = json.loads(lab.etcdctl("get", key, "-w", "json").stdout)["kvs"][0]
+    assert kv.get("lease", 0) == 0  # still a reservation: no TTL was attached
+
+
+def test_restart_keeps_the_subnet_the_lease_and_the_routes(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    a, b = lab.add_host(), lab.add_host()
+    subnet_a, subnet_b = start(lab, a), start(lab, b)
+    wait_for("route a->b", lambda: str(subnet_b) in routes(lab, a), timeout=5)
+    started = time.monotonic()
+    assert lab.stop_daemon(a) == 0
+    assert time.monotonic() - started < 2
+    assert f"{subnet_a.network_address}-24" in lab.leases()  # shutdown keeps the lease
+    assert str(subnet_b) in routes(lab, a)  # and the kernel state
+    assert start(lab, a) == subnet_a
+    # even without subnet.env, the lease with our PublicIP brings the same subnet back
+    lab.stop_daemon(a)
+    a.subnet_file.unlink()
+    assert start(lab, a) == subnet_a
+
+
+def test_waits_for_config_then_runs_without_a_traceback(lab: Lab) -> None:
+    host = lab.add_host()
+    lab.start_daemon(host)
+    wait_for("the waiting line", lambda: "is missing; waiting" in host.log_file.read_text(),
+             timeout=15)
+    lab.put_config("{not json")
+    wait_for("the invalid-config line", lambda: "not valid JSON" in host.log_file.read_text(),
+             timeout=15)
+    lab.put_config(HOST_GW)
+    lab.wait_ready(host)
+    log = host.log_file.read_text()
+    assert "Traceback" not in log
+    assert log.count("is missing; waiting") == 1  # one line per class of failure
+
+
+def test_etcd_down_for_ten_seconds(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    a, b = lab.add_host(), lab.add_host()
+    subnet_a = start(lab, a, "-subnet-lease-ttl=6")
+    start(lab, b, "-subnet-lease-ttl=6")
+    key = f"{subnet_a.network_address}-24"
+    lab.stop_etcd()
+    time.sleep(10)  # the outage itself is what is under test
+    assert a.daemon is not None and a.daemon.poll() is None
+    lab.start_etcd()
+    # renewing resumes: the key outlives several TTLs after etcd is back
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert key in lab.leases(), lab.log_tail(a)
+        time.sleep(1)
+    # and the watch resumes: a new peer is routed
+    lab.etcdctl("put", "/coreos.com/network/subnets/10.5.250.0-24",
+                '{"PublicIP":"192.0.2.250","PublicIPv6":null,"BackendType":"host-gw"}')
+    wait_for("route to the new peer", lambda: "10.5.250.0/24" in routes(lab, a), timeout=10)
+    assert "Traceback" not in a.log_file.read_text()
+
+
+def test_compaction_during_a_watch_is_recovered(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    start(lab, host)
+    subnets = "/coreos.com/network/subnets/"
+    lab.etcdctl("put", subnets + "10.5.241.0-24",
+                '{"PublicIP":"192.0.2.241","PublicIPv6":null,"BackendType":"host-gw"}')
+    wait_for("first peer", lambda: "10.5.241.0/24" in routes(lab, host), timeout=5)
+    assert host.daemon is not None
+    host.daemon.send_signal(signal.SIGSTOP)
+    try:
+        lab.etcdctl("del", subnets + "10.5.241.0-24")
+        lab.etcdctl("put", subnets + "10.5.242.0-24",
+                    '{"PublicIP":"192.0.2.242","PublicIPv6":null,"BackendType":"host-gw"}')
+        revision = json.loads(lab.etcdctl("get", "x", "-w", "json").stdout)["header"]["revision"]
+        lab.etcdctl("compact", str(revision))
+        # cut the daemon's connection so that the events it has not read are lost to it
+        lab.exec(host.ns, "ss", "-K", "dst", "192.0.2.254", "dport", "=", "2379")
+    finally:
+        host.daemon.send_signal(signal.SIGCONT)
+    wait_for("the diff after re-listing", lambda: "10.5.242.0/24" in routes(lab, host)
+             and "10.5.241.0/24" not in routes(lab, host), timeout=15)
+    assert "compacted" in host.log_file.read_text()
+
+
+def test_host_gw_refuses_to_run_behind_nat(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    lab.start_daemon(host, "-public-ip=198.51.100.7")
+    assert host.daemon is not None
+    assert host.daemon.wait(30) == 1
+    log = host.log_file.read_text()
+    assert "behind NAT" in log and "Traceback" not in log
+
+
+def test_the_lab_command_passes_ping_and_iperf3() -> None:
+    result = subprocess.run([sys.executable, "-m", "flanneld.lab", "--json", "--seconds", "2"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout[result.stdout.index("{"):result.stdout.rindex("}") + 1])
+    assert len(report["ping"]) == 6 and all(p["received"] == p["sent"] for p in report["ping"])
+    assert len(report["iperf3"]) == 3 and all(r["gbit_s"] > 0.1 for r in report["iperf3"])
+    netns = Path("/run/netns")
+    assert not [ns for ns in netns.iterdir() if ns.name.startswith(report["prefix"] + "-")]
