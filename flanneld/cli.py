@@ -7,10 +7,11 @@ One or two dashes; `-flag=value` or `-flag value`; boolean flags take `-flag` or
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
 from . import __version__
@@ -30,12 +31,25 @@ def _bool(text: str) -> bool:
     raise ValueError("not a boolean (true/false)")
 
 
+_GO_INT: Final = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|0[bB][01]+|0[oO][0-7]+|0[0-7]*|[1-9][0-9]*)")
+
+
 def _int(text: str) -> int:
-    return int(text, 10)
+    """Go's strconv.ParseInt(text, 0, 64): ASCII only, 0x/0b/0o prefixes, leading 0 = octal."""
+    if not _GO_INT.fullmatch(text):
+        raise ValueError("not an integer")
+    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+    if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+        return sign * int(digits, 8)
+    return sign * int(digits, 0)
 
 
 def _ipv4(text: str) -> str:
     return str(IPv4Address(text)) if text else ""
+
+
+def _ipv6(text: str) -> str:
+    return str(IPv6Address(text)) if text else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
     Flag("iface-regex", [], "regex of interface names or IPs to use; repeatable", repeated=True),
     Flag("iface-can-reach", "", "use the interface that routes to this IP", _ipv4),
     Flag("public-ip", "", "IP accessible by other nodes for inter-host communication", _ipv4),
+    Flag("public-ipv6", "", "IPv6 accessible by other nodes for inter-host communication "
+         "(accepted; IPv6 data paths are not implemented)", _ipv6),
     Flag("subnet-file", "/run/flannel/subnet.env",
          "filename where env variables (subnet, MTU, ...) will be written to"),
     Flag("subnet-lease-renew-margin", 60,
@@ -105,6 +121,7 @@ class Options:
     iface_regex: tuple[str, ...] = ()
     iface_can_reach: str = ""
     public_ip: str = ""
+    public_ipv6: str = ""
     subnet_file: str = "/run/flannel/subnet.env"
     subnet_lease_renew_margin: int = 60
     subnet_lease_ttl: int = 86400
@@ -150,6 +167,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
             break
         if not arg.startswith("-") or arg == "-":
             raise UsageError(f"unexpected argument {arg!r}")
+        if arg.startswith("---") or arg[1:].startswith("-="):
+            raise UsageError(f"bad flag syntax: {arg}")
         name, has_value, text = arg.lstrip("-").partition("=")
         if name in ("h", "help"):
             values["help"] = True
@@ -173,8 +192,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
 
     for flag in FLAGS:
         env_name = "FLANNELD_" + flag.name.upper().replace("-", "_")
-        if flag.name in values or env_name not in environ:
-            continue
+        if flag.name in values or not environ.get(env_name):
+            continue  # unset and empty variables leave the default, as flannel's SetFlagsFromEnv
         text = environ[env_name]
         if flag.repeated:
             values[flag.name] = [_convert(flag, part.strip(), env_name)

@@ -48,7 +48,10 @@ def parse_subnet_env(text: str) -> dict[str, str]:
         key, sep, value = line.partition("=")
         if not sep or not key.strip():
             raise DecodeError(f"subnet.env line {number}: expected KEY=VALUE, got {line!r}")
-        values[key.strip()] = value.strip().strip('"')
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
     return values
 
 
