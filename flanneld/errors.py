@@ -27,5 +27,9 @@ class StoreUnavailable(FlannelError):
     """etcd could not be reached or did not answer in time; the caller retries."""
 
 
+class StoreAuthError(StoreUnavailable):
+    """etcd answered but refused our credentials (or auth is not enabled there)."""
+
+
 class BackendError(FlannelError):
     """A backend cannot start or program the kernel (missing privileges, NAT, no module)."""

@@ -206,11 +206,12 @@ class Lab:
 
     # -- daemons ------------------------------------------------------------------------
 
-    def start_daemon(self, host: Host, *extra: str, env: dict[str, str] | None = None) -> None:
+    def start_daemon(self, host: Host, *extra: str, env: dict[str, str] | None = None,
+                     iface: str | None = "eth0") -> None:
         host.log_handle = host.log_file.open("ab")
         args = ["ip", "netns", "exec", host.ns, sys.executable, "-m", "flanneld",
-                f"-etcd-endpoints={self.etcd_endpoint}", "-iface=eth0",
-                f"-subnet-file={host.subnet_file}", *extra]
+                f"-etcd-endpoints={self.etcd_endpoint}", f"-subnet-file={host.subnet_file}",
+                *([f"-iface={iface}"] if iface else []), *extra]
         host.daemon = subprocess.Popen(args, stdout=host.log_handle, stderr=host.log_handle,
                                        env={**os.environ, **(env or {})}, start_new_session=True)
 

@@ -31,7 +31,7 @@ from etcd3aio.connections import ConnectionManager
 from etcd3aio.kv import KVService
 from etcd3aio.lease import LeaseService
 
-from flanneld.errors import ConfigError, DecodeError, StoreUnavailable
+from flanneld.errors import ConfigError, DecodeError, StoreAuthError, StoreUnavailable
 
 from .model import SUBNETS_DIR, Lease, LeaseAttrs, decode_lease, encode_lease_attrs, subnet_key
 from .store import KeyEvent, Listing, WatchBatch
@@ -151,10 +151,13 @@ class EtcdLeaseStore:
             response = await self._auth.authenticate(
                 self._settings.username, self._settings.password, timeout=CALL_TIMEOUT_S
             )
-        except EtcdError as exc:
-            raise StoreUnavailable(
-                f"etcd refused user {self._settings.username!r}: {type(exc).__name__}"
-            ) from None
+        except (EtcdError, grpc.aio.AioRpcError, TimeoutError, OSError) as exc:
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
+                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise _unavailable(exc) from None
+            reason = _unavailable(exc)  # the server's reason; never the password
+            raise StoreAuthError(
+                f"etcd refused user {self._settings.username!r}: {reason}") from None
         self._set_token(response.token)
 
     async def _call(self, op: Any, *args: Any, **kwargs: Any) -> Any:

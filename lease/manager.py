@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Final, TypeVar
 
-from flanneld.errors import ConfigError, DecodeError, LeaseError, StoreUnavailable
+from flanneld.errors import (
+    ConfigError,
+    DecodeError,
+    LeaseError,
+    StoreAuthError,
+    StoreUnavailable,
+)
 
 from .allocation import allocate
 from .config import NetworkConfig, parse_network_config
@@ -45,14 +51,16 @@ class Backoff:
         self._logged: str | None = None
         self.failures = 0
 
-    async def fail(self, reason: str) -> None:
+    async def fail(self, reason: str, detail: str = "") -> None:
+        """Log `reason` once while it stays the same (details vary per attempt), then wait."""
         self.failures += 1
+        suffix = f" ({detail})" if detail else ""
         if reason != self._logged:
-            log.warning("%s: %s (retrying every %.1f..%.0f s)", self._what, reason,
+            log.warning("%s: %s%s; retrying every %.1f..%.0f s", self._what, reason, suffix,
                         self._initial_s, self._cap_s)
             self._logged = reason
         else:
-            log.debug("%s: %s (attempt %d)", self._what, reason, self.failures)
+            log.debug("%s: %s%s (attempt %d)", self._what, reason, suffix, self.failures)
         await self._clock.sleep(self._delay_s)
         self._delay_s = min(self._delay_s * 2, self._cap_s)
 
@@ -60,6 +68,11 @@ class Backoff:
         if self._logged is not None:
             log.info("%s: recovered after %d failed attempts", self._what, self.failures)
         self._logged, self._delay_s, self.failures = None, self._initial_s, 0
+
+
+def _reason(exc: StoreUnavailable) -> str:
+    """The class of an etcd failure, logged once while it lasts."""
+    return "etcd refused our credentials" if isinstance(exc, StoreAuthError) else "etcd unavailable"
 
 
 def renew_at(expires_at: float, ttl_s: float, margin_s: float) -> float:
@@ -102,7 +115,7 @@ class LeaseManager:
             try:
                 result = await op()
             except StoreUnavailable as exc:
-                await backoff.fail(f"etcd unavailable: {exc}")
+                await backoff.fail(_reason(exc), str(exc))
                 continue
             backoff.succeeded()
             return result
@@ -118,7 +131,7 @@ class LeaseManager:
                     continue
                 config = parse_network_config(raw)
             except StoreUnavailable as exc:
-                await backoff.fail(f"etcd unavailable: {exc}")
+                await backoff.fail(_reason(exc), str(exc))
                 continue
             except ConfigError as exc:
                 await backoff.fail(f"{exc}; waiting for a valid one")
@@ -221,7 +234,7 @@ class LeaseManager:
                     ttl_s = await self._store.renew_lease(lease)
                 except StoreUnavailable as exc:
                     left_s = self.expires_at - self._clock.now()
-                    await backoff.fail(f"etcd unavailable ({exc}); lease expires in {left_s:.0f} s")
+                    await backoff.fail(_reason(exc), f"{exc}; lease expires in {left_s:.0f} s")
                     continue
                 backoff.succeeded()
                 if ttl_s is not None:
@@ -318,4 +331,4 @@ class LeaseManager:
                 if self.watch_connected:
                     self.watch_reconnects += 1
                 self.watch_connected = False
-                await backoff.fail(f"etcd unavailable: {exc}")
+                await backoff.fail(_reason(exc), str(exc))

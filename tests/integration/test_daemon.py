@@ -224,3 +224,74 @@ def test_the_lab_command_passes_ping_and_iperf3() -> None:
     assert len(report["iperf3"]) == 3 and all(r["gbit_s"] > 0.1 for r in report["iperf3"])
     netns = Path("/run/netns")
     assert not [ns for ns in netns.iterdir() if ns.name.startswith(report["prefix"] + "-")]
+
+
+def test_etcd_unreachable_at_start_is_waited_for_with_one_line(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    lab.stop_etcd()
+    lab.start_daemon(host)
+    wait_for("the etcd line", lambda: "etcd unavailable" in host.log_file.read_text(),
+             timeout=15)
+    time.sleep(3)  # several more failed attempts happen here; they must not be logged
+    assert host.daemon is not None and host.daemon.poll() is None
+    lab.start_etcd()
+    lab.wait_ready(host)
+    log = host.log_file.read_text()
+    assert log.count("etcd unavailable") == 1, log
+    assert "recovered after" in log and "Traceback" not in log
+
+
+def test_the_etcd_password_is_never_logged(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    lab.start_daemon(host, "-etcd-username=root", "-v=10",
+                     env={"FLANNELD_ETCD_PASSWORD": "Sup3r-S3cret"})
+    wait_for("the auth failure line", lambda: "refused user 'root'" in host.log_file.read_text(),
+             timeout=15)
+    lab.stop_daemon(host)
+    assert "Sup3r-S3cret" not in host.log_file.read_text()
+
+
+def test_interface_selection(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    lab.start_daemon(host, iface="192.0.2.1")
+    lab.wait_ready(host)
+    lab.stop_daemon(host)
+    lab.start_daemon(host, "-iface=missing0", "-iface-regex=^nothing", iface="nope0")
+    assert host.daemon is not None and host.daemon.wait(30) == 1
+    assert "-iface: none of nope0, missing0 exists" in host.log_file.read_text()
+    lab.start_daemon(host, "-iface-regex=^eth", iface=None)
+    lab.wait_ready(host)
+    lab.stop_daemon(host)
+    lab.start_daemon(host, iface=None)  # no -iface and no default route in the namespace
+    assert host.daemon is not None and host.daemon.wait(30) == 1
+    assert "no default route; choose the interface with -iface" in host.log_file.read_text()
+    lab.exec(host.ns, "ip", "route", "add", "default", "via", "192.0.2.254")
+    lab.start_daemon(host, iface=None)  # the default route's interface
+    lab.wait_ready(host)
+    assert "using interface name=eth0 address=192.0.2.1" in host.log_file.read_text()
+
+
+def test_previous_subnet_from_subnet_env_is_preferred(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    write_atomic(host.subnet_file, format_subnet_env(
+        IPv4Network("10.5.0.0/16"), IPv4Network("10.5.222.0/24"), 1500, False))
+    assert start(lab, host) == IPv4Network("10.5.222.0/24")
+    lab.stop_daemon(host)
+    lab.etcdctl("del", "/coreos.com/network/subnets/10.5.222.0-24")  # no lease to match by IP
+    assert start(lab, host) == IPv4Network("10.5.222.0/24")
+
+
+def test_a_conflicting_route_is_replaced(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    start(lab, host)
+    lab.exec(host.ns, "ip", "route", "add", "10.5.250.0/24", "via", "192.0.2.99", "dev", "eth0")
+    lab.etcdctl("put", "/coreos.com/network/subnets/10.5.250.0-24",
+                '{"PublicIP":"192.0.2.250","PublicIPv6":null,"BackendType":"host-gw"}')
+    wait_for("the replaced route", lambda: "via 192.0.2.250" in lab.exec(
+        host.ns, "ip", "route", "show", "10.5.250.0/24").stdout, timeout=5)
+    assert "192.0.2.99" not in lab.exec(host.ns, "ip", "route", "show", "10.5.250.0/24").stdout
