@@ -19,8 +19,7 @@ deps:
 	fi
 	@# etcd-server's package starts a system etcd on 127.0.0.1:2379; the lab and tests run
 	@# their own etcd inside namespaces and do not need or touch it.
-	@$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test]' 2>&1 \
-	    | grep -v -e 'Running pip as the' -e 'is ignored: it is neither' || true
+	$(PY) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 
 lab: deps
 	$(PY) -m flanneld.lab --backend $(BACKEND) --hosts $(HOSTS)
