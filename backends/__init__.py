@@ -15,6 +15,7 @@ from ._base import Backend, BackendContext, ExternalInterface
 
 REGISTRY: Final[dict[str, str]] = {
     "host-gw": "backends.hostgw:HostGWBackend",
+    "udp": "backends.udp:UDPBackend",
 }
 
 __all__ = ["REGISTRY", "Backend", "BackendContext", "ExternalInterface", "create_backend"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import signal
 import sys
@@ -95,6 +96,14 @@ async def serve(options: Options) -> None:
         await backend.start(lease)
         write_atomic(options.subnet_file, format_subnet_env(
             config.network, lease.subnet, backend.mtu, options.ip_masq))
+        health.counters = lambda: {
+            "subnet": str(lease.subnet), "peers": len(manager.peers),
+            "lease_expires_in_s": (round(manager.expires_at - time.monotonic(), 1)
+                                   if math.isfinite(manager.expires_at) else None),
+            "lease_renewals": manager.renewals, "watch_connected": manager.watch_connected,
+            "watch_reconnects": manager.watch_reconnects,
+            "backend": config.backend.type, **backend.counters(),
+        }
         health.ready = True
         log.info("running subnet=%s mtu=%d subnet_file=%s",
                  lease.subnet, backend.mtu, options.subnet_file)

@@ -1,4 +1,5 @@
-"""-healthz-ip/-healthz-port: /healthz (200 while running) and /readyz (200 once ready).
+"""-healthz-ip/-healthz-port: /healthz (200 while running), /readyz (200 once ready) and
+/counters (the lease's and the data path's counters as JSON, for programs).
 
 A minimal HTTP/1.0 responder on asyncio streams; enough for probes and curl.
 """
@@ -6,9 +7,11 @@ A minimal HTTP/1.0 responder on asyncio streams; enough for probes and curl.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +21,7 @@ _REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: 
 @dataclass(slots=True)
 class HealthState:
     ready: bool = False
-    detail: dict[str, str] = field(default_factory=dict)
+    counters: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
 
 
 def respond(state: HealthState, method: str, path: str) -> tuple[int, str]:
@@ -29,6 +32,8 @@ def respond(state: HealthState, method: str, path: str) -> tuple[int, str]:
         return 200, "ok\n"
     if path == "/readyz":
         return (200, "ready\n") if state.ready else (503, "not ready\n")
+    if path == "/counters":
+        return 200, json.dumps(state.counters(), sort_keys=True) + "\n"
     return 404, "not found\n"
 
 
@@ -50,7 +55,8 @@ class HealthServer:
             parts = request.decode("latin-1").split()
             method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
             status, body = respond(self._state, method, path)
-            head = (f"HTTP/1.0 {status} {_REASONS[status]}\r\nContent-Type: text/plain\r\n"
+            kind = "application/json" if body.startswith("{") else "text/plain"
+            head = (f"HTTP/1.0 {status} {_REASONS[status]}\r\nContent-Type: {kind}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
             writer.write(head.encode() + (body.encode() if method != "HEAD" else b""))
             await writer.drain()

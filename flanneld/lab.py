@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Run N flannel hosts as network namespaces on this machine, with a real "
                     "etcd, containers and traffic; everything is removed afterwards.")
     parser.add_argument("--hosts", type=int, default=3, help="number of hosts (2..50)")
-    parser.add_argument("--backend", default="host-gw", choices=["host-gw"],
+    parser.add_argument("--backend", default="host-gw", choices=["host-gw", "udp"],
                         help="the network config's Backend.Type")
     parser.add_argument("--network", default=DEFAULT_NETWORK, help="the overlay Network")
     parser.add_argument("--seconds", type=float, default=3, help="iperf3 duration per pair")

@@ -1,0 +1,235 @@
+"""udp: TUN `flannel0`, each IPv4 packet carried bare in one UDP datagram (port 8285).
+
+flannel's original backend, encapsulated in userspace. The wire format is flannel's: the
+UDP payload is the inner IPv4 packet, nothing else. Leases carry no BackendType, and every
+lease under the prefix is a peer (as in flannel). Beyond flannel: datagrams are accepted
+only from a current peer's PublicIP and only for our own subnet (upstream accepts anything
+that reaches port 8285), and a TTL that runs out gets an ICMP Time Exceeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Final
+
+from flanneld.errors import BackendError, ConfigError, DecodeError
+from lease.config import BackendSpec
+from lease.model import EventKind, Lease, LeaseAttrs, LeaseEvent
+from tun.device import TunDevice, configure_tun
+from tun.packet import (
+    FLAG_DF,
+    ICMPType,
+    UnreachableCode,
+    check_ipv4,
+    decrement_ttl,
+    fragment,
+    icmp_error,
+)
+
+from ._base import BackendContext
+from ._datapath import Action, Drop, PacketEngine, Verdict
+from ._netlink import RTPROT_FLANNEL, Netlink
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT: Final = 8285
+ENCAP_OVERHEAD: Final = 28  # outer IPv4 + UDP headers
+DEVICE: Final = "flannel0"
+SOCKET_BUFFER: Final = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class UDPConfig:
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def from_spec(cls, spec: BackendSpec) -> UDPConfig:
+        port = spec.option("Port", 0)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"udp backend: Port must be an integer 0..65535, not {port!r}")
+        return cls(port=port or DEFAULT_PORT)
+
+
+@dataclass(slots=True)
+class UDPCodec:
+    """Pure per-packet logic of the udp backend (implements _datapath.Codec).
+
+    All leases share SubnetLen, so the route lookup is one mask and one dict probe."""
+
+    own_subnet: IPv4Network
+    subnet_len: int
+    port: int
+    mtu: int  # the largest inner packet one datagram may carry (underlay MTU - 28)
+    routes: dict[int, tuple[str, int]] = field(default_factory=dict)
+    peers: dict[str, int] = field(default_factory=dict)  # PublicIP -> number of subnets
+    mask: int = field(init=False)
+    own_net: int = field(init=False)
+    own_address: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mask = (0xFFFFFFFF << (32 - self.subnet_len)) & 0xFFFFFFFF
+        self.own_net = int(self.own_subnet.network_address)
+        self.own_address = self.own_net  # flannel0 carries <subnet>.0/32
+
+    # -- the peer table ----------------------------------------------------------------
+
+    def add_peer(self, subnet: IPv4Network, public_ip: IPv4Address) -> bool:
+        if subnet.prefixlen != self.subnet_len:
+            return False
+        key = int(subnet.network_address)
+        old = self.routes.get(key)
+        if old is not None:
+            self._forget(old[0])
+        self.routes[key] = (str(public_ip), self.port)
+        self.peers[str(public_ip)] = self.peers.get(str(public_ip), 0) + 1
+        return True
+
+    def remove_peer(self, subnet: IPv4Network) -> None:
+        old = self.routes.pop(int(subnet.network_address), None)
+        if old is not None:
+            self._forget(old[0])
+
+    def _forget(self, ip: str) -> None:
+        left = self.peers.get(ip, 0) - 1
+        if left > 0:
+            self.peers[ip] = left
+        else:
+            self.peers.pop(ip, None)
+
+    # -- packets -----------------------------------------------------------------------
+
+    def _icmp(self, packet: memoryview | bytearray, kind: ICMPType, code: int, reason: int,
+              rest: int = 0) -> Verdict:
+        reply = icmp_error(packet, kind, code, self.own_address, rest)
+        return (Action.REPLY, reason, reply) if reply else (Action.DROP, reason, None)
+
+    def from_tun(self, buf: bytearray, n: int) -> Verdict:
+        """A packet the kernel routed into flannel0: to which peer, or what instead."""
+        if n < 20:
+            return Action.DROP, Drop.RUNT, None
+        if buf[0] >> 4 != 4:
+            return Action.DROP, Drop.NOT_IPV4, None
+        dst = (buf[16] << 24) | (buf[17] << 16) | (buf[18] << 8) | buf[19]
+        route = self.routes.get(dst & self.mask)
+        if route is None:
+            return self._icmp(memoryview(buf)[:n], ICMPType.DEST_UNREACHABLE,
+                              UnreachableCode.NET, Drop.NO_ROUTE)
+        if not decrement_ttl(buf):
+            return self._icmp(memoryview(buf)[:n], ICMPType.TIME_EXCEEDED, 0, Drop.TTL_EXPIRED)
+        if n > self.mtu:
+            return self._oversized(memoryview(buf)[:n], route)
+        return Action.SEND, Drop.NONE, route
+
+    def _oversized(self, packet: memoryview, route: tuple[str, int]) -> Verdict:
+        """Bigger than one datagram may carry (only with a wrong MTU somewhere): DF set ->
+        Fragmentation Needed with our MTU (RFC 1191), else fragment (RFC 791)."""
+        if (packet[6] << 8) & FLAG_DF:
+            return self._icmp(packet, ICMPType.DEST_UNREACHABLE,
+                              UnreachableCode.FRAGMENTATION_NEEDED, Drop.OVERSIZED, self.mtu)
+        try:
+            pieces = fragment(packet, self.mtu)
+        except DecodeError:
+            return Action.DROP, Drop.MALFORMED, None
+        return Action.SEND_MANY, Drop.OVERSIZED, (route, pieces)
+
+    def from_net(self, buf: bytearray, n: int, src_ip: str) -> Verdict:
+        """A datagram that reached our port: write its packet into flannel0, or drop it."""
+        if src_ip not in self.peers:
+            return Action.DROP, Drop.NOT_PEER, None
+        try:
+            total = check_ipv4(buf, n)
+        except DecodeError:
+            return Action.DROP, Drop.MALFORMED, None
+        dst = (buf[16] << 24) | (buf[17] << 16) | (buf[18] << 8) | buf[19]
+        if dst & self.mask != self.own_net:
+            return Action.DROP, Drop.NOT_OUR_SUBNET, None
+        if not decrement_ttl(buf):
+            return Action.DROP, Drop.TTL_EXPIRED, None
+        return Action.WRITE, Drop.NONE, total
+
+
+class UDPBackend:
+    def __init__(self, context: BackendContext) -> None:
+        self._context = context
+        self._iface = context.iface
+        self.config = UDPConfig.from_spec(context.network.backend)
+        self._netlink = Netlink()
+        self._tun: TunDevice | None = None
+        self._sock: socket.socket | None = None
+        self._engine: PacketEngine | None = None
+        self.codec: UDPCodec | None = None
+        self._skipped = 0
+
+    @property
+    def mtu(self) -> int:
+        return self._iface.mtu - ENCAP_OVERHEAD
+
+    async def lease_attrs(self) -> LeaseAttrs:
+        return LeaseAttrs(public_ip=self._iface.public_ip)  # no BackendType, as flannel
+
+    def _open_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            for option in (33, 32):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE (root)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.bind((str(self._iface.address), self.config.port))
+        except OSError as exc:
+            sock.close()
+            raise BackendError(f"udp backend: cannot bind {self._iface.address}:"
+                               f"{self.config.port}: {exc.strerror}") from None
+        sock.setblocking(False)
+        return sock
+
+    async def start(self, lease: Lease) -> None:
+        network = self._context.network
+        self.codec = UDPCodec(lease.subnet, network.subnet_len, self.config.port, self.mtu)
+        self._sock = self._open_socket()
+        self._tun = TunDevice.open(DEVICE)
+        await configure_tun(self._netlink, self._tun.name, lease.subnet.network_address,
+                            self.mtu, network.network, RTPROT_FLANNEL)
+        self._engine = PacketEngine(self._tun.fd, self._sock, self.codec)
+        self._engine.start()
+        log.info("udp backend ready device=%s address=%s/32 mtu=%d port=%d", self._tun.name,
+                 lease.subnet.network_address, self.mtu, self.config.port)
+
+    async def apply(self, events: Sequence[LeaseEvent]) -> None:
+        assert self.codec is not None
+        for event in events:
+            lease = event.lease
+            if event.kind is EventKind.REMOVED:
+                self.codec.remove_peer(lease.subnet)
+                log.info("peer removed subnet=%s public_ip=%s", lease.subnet,
+                         lease.attrs.public_ip)
+            elif self.codec.add_peer(lease.subnet, lease.attrs.public_ip):
+                log.info("peer added subnet=%s public_ip=%s", lease.subnet,
+                         lease.attrs.public_ip)
+            else:
+                self._skipped += 1
+                log.warning("ignoring lease %s: its prefix length is not SubnetLen /%d",
+                            lease.subnet, self.codec.subnet_len)
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()  # the engine runs from reader callbacks
+
+    def counters(self) -> Mapping[str, int]:
+        counts: dict[str, Any] = dict(self._engine.counters()) if self._engine else {}
+        counts["peers"] = len(self.codec.routes) if self.codec else 0
+        counts["leases_skipped"] = self._skipped
+        return counts
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            self._engine.stop()
+        if self._sock is not None:
+            self._sock.close()
+        if self._tun is not None:
+            self._tun.close()
+        self._netlink.close()

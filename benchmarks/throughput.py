@@ -1,0 +1,208 @@
+"""Throughput benchmark: every data path between two namespace hosts, in one run.
+
+Paths (container to container unless noted, MTU 1500 underlay):
+  underlay       host to host over the veth+bridge underlay itself (the ceiling)
+  vxlan-kernel   a Linux VXLAN pair configured by hand (the reference: ratios are to it)
+  host-gw        flanneld, host-gw backend
+  udp            flanneld, udp backend (userspace encapsulation)
+  socat          `socat TUN<->UDP` carrying flannel's udp format (one packet per syscall)
+
+For each: iperf3 TCP with 1 and 4 streams, and ping RTT. Prints a table, writes JSON.
+Run as root:  python3 -m benchmarks.throughput [--seconds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+from flanneld.lab import Host, Lab, LabError, wait_for
+from flanneld.subnet_env import format_subnet_env, write_atomic
+
+NETWORK = IPv4Network("10.5.0.0/16")
+SUBNETS = (IPv4Network("10.5.1.0/24"), IPv4Network("10.5.2.0/24"))
+RESULTS = Path(__file__).parent / "results"
+
+
+def set_mtu(lab: Lab, host: Host, mtu: int) -> None:
+    """What docker would do with a different FLANNEL_MTU: docker0 and the veth pair."""
+    for ns, dev in ((host.ns, "docker0"), (host.ns, "veth0"), (host.container_ns, "eth0")):
+        lab.exec(ns, "ip", "link", "set", dev, "mtu", str(mtu))
+
+
+def measure(lab: Lab, a: Host, b: Host, seconds: float, direct: bool = False) -> dict[str, Any]:
+    """iperf3 1 and 4 streams a->b, ping RTT; `direct` uses the hosts' underlay addresses."""
+    if direct:
+        client, server, ip = a.ns, b.ns, b.ip
+    else:
+        client, server, ip = a.container_ns, b.container_ns, b.container_ip
+    wait_for("the path to carry a ping", lambda: lab.exec(
+        client, "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0, timeout=15)
+    result: dict[str, Any] = {}
+    for streams in (1, 4):
+        result[f"gbit_s_{streams}"] = iperf3(lab, client, server, ip, seconds, streams) / 1e9
+    out = lab.exec(client, "ping", "-q", "-c", "20", "-i", "0.05", ip, check=False).stdout
+    rtt = [line for line in out.splitlines() if line.startswith("rtt")]
+    result["rtt_ms"] = float(rtt[0].split("=")[1].split("/")[1]) if rtt else float("nan")
+    return result
+
+
+def iperf3(lab: Lab, client_ns: str, server_ns: str, ip: str, seconds: float,
+           streams: int) -> float:
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", ip],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("iperf3 server", lambda: lab.exec(server_ns, "ss", "-Hltn",
+                                                   "sport = :5201").stdout, timeout=10)
+        out = lab.exec(client_ns, "iperf3", "-J", "-c", ip, "-t", f"{seconds:g}", "-P",
+                       str(streams), check=False, timeout=seconds + 30).stdout
+        report = json.loads(out)
+        if "error" in report:
+            raise LabError(f"iperf3: {report['error']}")
+        return float(report["end"]["sum_received"]["bits_per_second"])
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+
+
+@contextlib.contextmanager
+def kernel_vxlan(lab: Lab, a: Host, b: Host) -> Iterator[None]:
+    """Two VXLAN devices, static FDB and neighbours, routes: what flannel's vxlan does."""
+    macs = {a.index: "02:42:00:00:00:01", b.index: "02:42:00:00:00:02"}
+    for me, peer, peer_subnet in ((a, b, SUBNETS[1]), (b, a, SUBNETS[0])):
+        lab.exec(me.ns, "ip", "link", "add", "vxbench", "type", "vxlan", "id", "42",
+                 "dstport", "4789", "local", me.ip, "dev", "eth0", "nolearning")
+        lab.exec(me.ns, "ip", "link", "set", "vxbench", "address", macs[me.index], "mtu", "1450",
+                 "up")
+        gw = str(peer_subnet.network_address)
+        lab.exec(me.ns, "ip", "neigh", "add", gw, "lladdr", macs[peer.index], "dev", "vxbench",
+                 "nud", "permanent")
+        lab.exec(me.ns, "bridge", "fdb", "append", macs[peer.index], "dev", "vxbench", "dst",
+                 peer.ip)
+        lab.exec(me.ns, "ip", "route", "add", str(peer_subnet), "via", gw, "dev", "vxbench",
+                 "onlink")
+        set_mtu(lab, me, 1450)
+    try:
+        yield
+    finally:
+        for host in (a, b):
+            lab.exec(host.ns, "ip", "link", "del", "vxbench", check=False)
+
+
+@contextlib.contextmanager
+def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int) -> Iterator[None]:
+    lab.etcdctl("del", "--prefix", "/coreos.com/network/subnets/")
+    lab.put_config({"Network": str(NETWORK), "Backend": {"Type": backend}})
+    for host in (a, b):  # the old subnet.env steers each daemon back to its subnet
+        lab.start_daemon(host)
+    try:
+        for host, subnet in ((a, SUBNETS[0]), (b, SUBNETS[1])):
+            if lab.wait_ready(host) != subnet:
+                raise LabError(f"{host.ns} got {host.subnet}, not the hinted {subnet}")
+            set_mtu(lab, host, mtu)
+        yield
+    finally:
+        for host in (a, b):
+            lab.stop_daemon(host)
+            lab.exec(host.ns, "ip", "route", "flush", "proto", "70", check=False)
+
+
+@contextlib.contextmanager
+def socat(lab: Lab, a: Host, b: Host) -> Iterator[None]:
+    """socat TUN<->UDP per host: flannel's udp wire format, one packet per syscall."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for me, peer, subnet in ((a, b, SUBNETS[0]), (b, a, SUBNETS[1])):
+            tun = f"{subnet.network_address}/16"
+            procs.append(subprocess.Popen(
+                ["ip", "netns", "exec", me.ns, "socat", "-b", "65536",
+                 f"UDP:{peer.ip}:8285,bind={me.ip}:8285",
+                 f"TUN:{tun},tun-name=socat0,iff-no-pi,iff-up"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for me in (a, b):
+            wait_for("socat0", lambda me=me: lab.exec(me.ns, "ip", "link", "show", "socat0",
+                                                      check=False).returncode == 0, timeout=10)
+            lab.exec(me.ns, "ip", "link", "set", "socat0", "mtu", "1472")
+            set_mtu(lab, me, 1472)
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(5)
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    headers = ["path", "1 stream", "4 streams", "ratio (1 stream)", "RTT"]
+    lines = [[r["path"], f"{r['gbit_s_1']:.2f} Gbit/s", f"{r['gbit_s_4']:.2f} Gbit/s",
+              f"{r['ratio_to_vxlan_kernel']:.2f} x", f"{r['rtt_ms']:.3f} ms"] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(headers, *lines, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*line) for line in lines)])
+
+
+def run(seconds: float, paths: Sequence[str], out: Path | None) -> int:
+    lab = Lab(hosts_count=2)
+    rows: list[dict[str, Any]] = []
+    setups: dict[str, Callable[[Lab, Host, Host], contextlib.AbstractContextManager[None]]] = {
+        "underlay": lambda lab, a, b: contextlib.nullcontext(),
+        "vxlan-kernel": kernel_vxlan,
+        "host-gw": lambda lab, a, b: flanneld(lab, a, b, "host-gw", 1500),
+        "udp": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472),
+        "socat": socat,
+    }
+    with lab.running():
+        a, b = lab.hosts
+        for host, subnet in ((a, SUBNETS[0]), (b, SUBNETS[1])):
+            write_atomic(host.subnet_file, format_subnet_env(NETWORK, subnet, 1500, False))
+            lab.add_container(host)
+        for path in paths:
+            print(f"measuring {path} ({2 * seconds:.0f} s of iperf3) ...", end="", flush=True)
+            started = time.monotonic()
+            with setups[path](lab, a, b):
+                result = measure(lab, a, b, seconds, direct=path == "underlay")
+            rows.append({"path": path, **result})
+            print(f" {result['gbit_s_1']:.2f} Gbit/s ({time.monotonic() - started:.0f} s)",
+                  flush=True)
+    reference = next((r["gbit_s_1"] for r in rows if r["path"] == "vxlan-kernel"), float("nan"))
+    for row in rows:
+        row["ratio_to_vxlan_kernel"] = row["gbit_s_1"] / reference
+    print()
+    print(_table(rows))
+    report = {"seconds": seconds, "kernel": subprocess.run(["uname", "-r"], text=True,
+                                                           capture_output=True).stdout.strip(),
+              "paths": rows}
+    target = out or RESULTS / "throughput.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nJSON: {target}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="benchmarks.throughput", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5, help="iperf3 duration per run")
+    parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,udp,socat")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    try:
+        sys.exit(run(args.seconds, paths, args.json))
+    except LabError as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
