@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,10 @@ def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int) -> Iterator[Non
             lab.exec(host.ns, "ip", "route", "flush", "proto", "70", check=False)
 
 
+def has_link(lab: Lab, host: Host, name: str) -> bool:
+    return lab.exec(host.ns, "ip", "link", "show", name, check=False).returncode == 0
+
+
 @contextlib.contextmanager
 def socat(lab: Lab, a: Host, b: Host) -> Iterator[None]:
     """socat TUN<->UDP per host: flannel's udp wire format, one packet per syscall."""
@@ -130,8 +135,7 @@ def socat(lab: Lab, a: Host, b: Host) -> Iterator[None]:
                  f"TUN:{tun},tun-name=socat0,iff-no-pi,iff-up"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for me in (a, b):
-            wait_for("socat0", lambda me=me: lab.exec(me.ns, "ip", "link", "show", "socat0",
-                                                      check=False).returncode == 0, timeout=10)
+            wait_for("socat0", partial(has_link, lab, me, "socat0"), timeout=10)
             lab.exec(me.ns, "ip", "link", "set", "socat0", "mtu", "1472")
             set_mtu(lab, me, 1472)
         yield
@@ -180,7 +184,7 @@ def run(seconds: float, paths: Sequence[str], out: Path | None) -> int:
     print()
     print(_table(rows))
     report = {"seconds": seconds, "kernel": subprocess.run(["uname", "-r"], text=True,
-                                                           capture_output=True).stdout.strip(),
+                                                           capture_output=True, check=False).stdout.strip(),
               "paths": rows}
     target = out or RESULTS / "throughput.json"
     target.parent.mkdir(parents=True, exist_ok=True)
