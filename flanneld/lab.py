@@ -244,6 +244,15 @@ class Lab:
             host.log_handle = None
         return code
 
+    def counters(self, host: Host, port: int = 8471) -> dict[str, Any]:
+        """The daemon's /counters (needs -healthz-port=<port>), fetched inside its namespace."""
+        fetch = ("import sys, urllib.request; "
+                 "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
+        out = self.exec(host.ns, sys.executable, "-c", fetch,
+                        f"http://{host.ip}:{port}/counters").stdout
+        parsed: dict[str, Any] = json.loads(out)
+        return parsed
+
     def log_tail(self, host: Host, lines: int = 5) -> str:
         try:
             return " | ".join(host.log_file.read_text().strip().splitlines()[-lines:])

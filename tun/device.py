@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from typing import Any
 
 import pytun
@@ -49,6 +50,10 @@ async def configure_tun(netlink: Netlink, name: str, address: IPv4Address, mtu: 
         if not found:
             raise BackendError(f"TUN device {name} vanished")
         index = int(found[0])
+        # ICMP errors we write into the device come from its own address: without
+        # accept_local the kernel drops them as martians. IPv6 would only add solicitations.
+        set_sysctl(f"net/ipv4/conf/{name}/accept_local", "1")
+        set_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
         await ipr.link("set", index=index, mtu=mtu, state="up")
         await ipr.addr("replace", index=index, address=str(address), prefixlen=32)
         await ipr.route("replace", dst=str(network), oif=index, proto=route_proto,
@@ -61,3 +66,12 @@ async def configure_tun(netlink: Netlink, name: str, address: IPv4Address, mtu: 
         raise
     except Exception as exc:  # pyroute2's NetlinkError and friends
         raise BackendError(f"configuring {name}: {exc}") from None
+
+
+def set_sysctl(path: str, value: str) -> bool:
+    """Write /proc/sys/<path> in this network namespace; False if the kernel lacks it."""
+    try:
+        Path("/proc/sys", path).write_text(value)
+    except OSError:
+        return False
+    return True

@@ -11,6 +11,8 @@ from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
 
+import pytest
+
 from flanneld.lab import Host, Lab, wait_for
 from flanneld.subnet_env import format_subnet_env, write_atomic
 
@@ -215,8 +217,10 @@ def test_host_gw_refuses_to_run_behind_nat(lab: Lab) -> None:
     assert "behind NAT" in log and "Traceback" not in log
 
 
-def test_the_lab_command_passes_ping_and_iperf3() -> None:
-    result = subprocess.run([sys.executable, "-m", "flanneld.lab", "--json", "--seconds", "2"],
+@pytest.mark.parametrize("backend", ["host-gw", "udp"])
+def test_the_lab_command_passes_ping_and_iperf3(backend: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "flanneld.lab", "--json", "--seconds", "2",
+                             "--backend", backend],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout[result.stdout.index("{"):result.stdout.rindex("}") + 1])
