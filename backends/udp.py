@@ -51,6 +51,8 @@ class UDPConfig:
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> UDPConfig:
         port = spec.option("Port", 0)
+        if port is None:  # JSON null: Go keeps the zero value
+            port = 0
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"udp backend: Port must be an integer 0..65535, not {port!r}")
         return cls(port=port or DEFAULT_PORT)
@@ -120,18 +122,22 @@ class UDPCodec:
         if route is None:
             return self._icmp(memoryview(buf)[:n], ICMPType.DEST_UNREACHABLE,
                               UnreachableCode.NET, Drop.NO_ROUTE)
-        if not decrement_ttl(buf):
+        if buf[8] <= 1:
             return self._icmp(memoryview(buf)[:n], ICMPType.TIME_EXCEEDED, 0, Drop.TTL_EXPIRED)
         if n > self.mtu:
-            return self._oversized(memoryview(buf)[:n], route)
+            return self._oversized(buf, n, route)
+        decrement_ttl(buf)
         return Action.SEND, Drop.NONE, route
 
-    def _oversized(self, packet: memoryview, route: tuple[str, int]) -> Verdict:
+    def _oversized(self, buf: bytearray, n: int, route: tuple[str, int]) -> Verdict:
         """Bigger than one datagram may carry (only with a wrong MTU somewhere): DF set ->
-        Fragmentation Needed with our MTU (RFC 1191), else fragment (RFC 791)."""
+        Fragmentation Needed with our MTU (RFC 1191), quoting the packet as it came; else
+        fragment it (RFC 791)."""
+        packet = memoryview(buf)[:n]
         if (packet[6] << 8) & FLAG_DF:
             return self._icmp(packet, ICMPType.DEST_UNREACHABLE,
                               UnreachableCode.FRAGMENTATION_NEEDED, Drop.OVERSIZED, self.mtu)
+        decrement_ttl(buf)
         try:
             pieces = fragment(packet, self.mtu)
         except DecodeError:

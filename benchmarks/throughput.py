@@ -8,7 +8,7 @@ Paths (container to container unless noted, MTU 1500 underlay):
   socat          `socat TUN<->UDP` carrying flannel's udp format (one packet per syscall)
 
 For each: iperf3 TCP with 1 and 4 streams, and ping RTT. Prints a table, writes JSON.
-Run as root:  python3 -m benchmarks.throughput [--seconds 5] [--json out.json]
+Run as root:  python3 -m benchmarks.throughput [--seconds 5] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import contextlib
 import json
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -156,7 +157,15 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
                       *(fmt.format(*line) for line in lines)])
 
 
-def run(seconds: float, paths: Sequence[str], out: Path | None) -> int:
+def median_of(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each metric's median over repeated runs (and the spread of the 1-stream rate)."""
+    merged = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    rates = [run["gbit_s_1"] for run in runs]
+    merged["gbit_s_1_min"], merged["gbit_s_1_max"] = min(rates), max(rates)
+    return merged
+
+
+def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1) -> int:
     lab = Lab(hosts_count=2)
     rows: list[dict[str, Any]] = []
     setups: dict[str, Callable[[Lab, Host, Host], contextlib.AbstractContextManager[None]]] = {
@@ -172,10 +181,12 @@ def run(seconds: float, paths: Sequence[str], out: Path | None) -> int:
             write_atomic(host.subnet_file, format_subnet_env(NETWORK, subnet, 1500, False))
             lab.add_container(host)
         for path in paths:
-            print(f"measuring {path} ({2 * seconds:.0f} s of iperf3) ...", end="", flush=True)
+            print(f"measuring {path} ({2 * seconds * repeat:.0f} s of iperf3) ...", end="",
+                  flush=True)
             started = time.monotonic()
             with setups[path](lab, a, b):
-                result = measure(lab, a, b, seconds, direct=path == "underlay")
+                result = median_of([measure(lab, a, b, seconds, direct=path == "underlay")
+                                    for _ in range(repeat)])
             rows.append({"path": path, **result})
             print(f" {result['gbit_s_1']:.2f} Gbit/s ({time.monotonic() - started:.0f} s)",
                   flush=True)
@@ -184,7 +195,7 @@ def run(seconds: float, paths: Sequence[str], out: Path | None) -> int:
         row["ratio_to_vxlan_kernel"] = row["gbit_s_1"] / reference
     print()
     print(_table(rows))
-    report = {"seconds": seconds, "kernel": platform.release(), "paths": rows}
+    report = {"seconds": seconds, "repeat": repeat, "kernel": platform.release(), "paths": rows}
     target = out or RESULTS / "throughput.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(report, indent=2) + "\n")
@@ -197,11 +208,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5, help="iperf3 duration per run")
     parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,udp,socat")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per path (medians)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     try:
-        sys.exit(run(args.seconds, paths, args.json))
+        sys.exit(run(args.seconds, paths, args.json, max(1, args.repeat)))
     except LabError as exc:
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
         sys.exit(1)

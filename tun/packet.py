@@ -86,9 +86,11 @@ def decrement_ttl(buf: bytearray | memoryview) -> bool:
     if ttl <= 1:
         return False
     buf[8] = ttl - 1
-    # HC' = ~(~HC + ~m + m') with m = TTL:proto, m' = (TTL-1):proto, i.e. HC + 0x0100
-    value = ((buf[10] << 8) | buf[11]) + 0x0100
-    value = (value & 0xFFFF) + (value >> 16)
+    # RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') with m = TTL:proto, m' = (TTL-1):proto.
+    # ~m + m' is 0xFEFF in ones' complement (the -0x0100 change of the TTL byte).
+    total = (~((buf[10] << 8) | buf[11]) & 0xFFFF) + 0xFEFF
+    total = (total & 0xFFFF) + (total >> 16)
+    value = ~total & 0xFFFF
     buf[10], buf[11] = value >> 8, value & 0xFF
     return True
 
@@ -134,19 +136,25 @@ def fragment(packet: bytes | bytearray | memoryview, mtu: int) -> list[bytes]:
     Options are copied into every fragment (a simplification: RFC 791 copies only those
     with the copied flag; flannel's peers do not care)."""
     ihl = (packet[0] & 0x0F) * 4
+    total = (packet[2] << 8) | packet[3] if len(packet) >= 4 else 0
+    if ihl < IPV4_HEADER_LEN or total < ihl or total > len(packet):
+        raise DecodeError("cannot fragment a packet with a broken IPv4 header")
+    if total <= mtu:
+        return [bytes(packet[:total])]
     header = bytes(packet[:ihl])
-    total = (packet[2] << 8) | packet[3]
     payload = bytes(packet[ihl:total])
-    step = (mtu - ihl) // 8 * 8
+    room = mtu - ihl
+    step = room // 8 * 8
     if step <= 0:
         raise DecodeError(f"MTU {mtu} cannot carry a fragment of this packet")
     flags_offset = (packet[6] << 8) | packet[7]
     base_offset = flags_offset & OFFSET_MASK
     more = flags_offset & FLAG_MF
     pieces: list[bytes] = []
-    for start in range(0, len(payload), step):
-        chunk = payload[start:start + step]
-        last = start + step >= len(payload)
+    start = 0
+    while start < len(payload):
+        last = len(payload) - start <= room  # the last piece need not be a multiple of 8
+        chunk = payload[start:] if last else payload[start:start + step]
         frag = bytearray(header + chunk)
         struct.pack_into("!H", frag, 2, ihl + len(chunk))
         struct.pack_into("!H", frag, 6, (base_offset + start // 8)
@@ -154,4 +162,5 @@ def fragment(packet: bytes | bytearray | memoryview, mtu: int) -> list[bytes]:
         struct.pack_into("!H", frag, 10, 0)
         struct.pack_into("!H", frag, 10, checksum(frag[:ihl]))
         pieces.append(bytes(frag))
+        start += len(chunk)
     return pieces
