@@ -12,13 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
+import logging
 import os
 import socket
+import struct
+import sys
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 MAX_BURST: Final = 256
 BUFFER_SIZE: Final = 65536 + 64
+# UDP GSO/GRO (Python 3.11 lacks the names): SOL_UDP, UDP_SEGMENT, UDP_GRO
+SOL_UDP: Final = 17
+UDP_SEGMENT: Final = 103
+UDP_GRO: Final = 104
+MAX_SEGMENTS: Final = 64
+MAX_GSO_BYTES: Final = 65507 - 8  # one UDP datagram's payload limit, as the kernel sees it
+_U16: Final = struct.Struct("=H")
+_GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)
+log = logging.getLogger(__name__)
 
 
 class Action(enum.IntEnum):
@@ -59,18 +72,33 @@ class Codec(Protocol):
 
     def from_tun(self, buf: bytearray, n: int) -> Verdict: ...
 
-    def from_net(self, buf: bytearray, n: int, src_ip: str) -> Verdict: ...
+    def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict: ...
 
 
 class PacketEngine:
-    def __init__(self, tun_fd: int, sock: socket.socket, codec: Codec) -> None:
+    """Moves packets between the TUN and the UDP socket through a codec.
+
+    With `offload` (the default, when the kernel allows it), consecutive packets of one
+    burst bound for the same peer with the same size leave in one `sendmsg` with
+    UDP_SEGMENT (GSO), and the socket takes coalesced batches with UDP_GRO. On the wire
+    nothing changes: every segment is an ordinary datagram of at most the underlay MTU, so
+    a plain peer (flannel's C proxy, socat) sends and receives exactly what it always did.
+    """
+
+    def __init__(self, tun_fd: int, sock: socket.socket, codec: Codec,
+                 offload: bool = True) -> None:
         self._tun_fd, self._sock, self.codec = tun_fd, sock, codec
         self._tun_buf = bytearray(BUFFER_SIZE)
         self._net_buf = bytearray(BUFFER_SIZE)
+        self._batch = bytearray(BUFFER_SIZE)
         self.drops = [0] * len(Drop)
         self.tx_packets = self.tx_bytes = 0  # encapsulated, sent to peers
         self.rx_packets = self.rx_bytes = 0  # decapsulated, written to the TUN
         self.icmp_sent = 0
+        self.gso_sends = self.gso_segments = 0
+        self.gro_batches = self.gro_segments = 0
+        self.gso = offload and _enable(sock, "gso")
+        self.gro = offload and _enable(sock, "gro")
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -89,6 +117,9 @@ class PacketEngine:
             "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
             "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
             "icmp_sent": self.icmp_sent,
+            "gso_sends": self.gso_sends, "gso_segments": self.gso_segments,
+            "gro_batches": self.gro_batches, "gro_segments": self.gro_segments,
+            "offload_gso": int(self.gso), "offload_gro": int(self.gro),
         }
         counts.update({f"drop_{reason.name.lower()}": self.drops[reason]
                        for reason in Drop if reason is not Drop.NONE})
@@ -103,10 +134,39 @@ class PacketEngine:
             return Drop.TUN_WRITE_ERROR
         return Drop.NONE
 
+    # -- TUN -> network ------------------------------------------------------------------
+
+    def _send(self, view: memoryview, addr: Any, size: int, count: int) -> None:
+        """Send `count` datagrams of `size` bytes (the last may be shorter) held in view."""
+        try:
+            if count == 1:
+                self._sock.sendto(view, addr)
+            else:
+                self._sock.sendmsg([view], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, addr)
+                self.gso_sends += 1
+                self.gso_segments += count
+        except BlockingIOError:
+            self.drops[Drop.SOCKET_QUEUE_FULL] += count
+            return
+        except OSError as exc:
+            if count > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT):
+                self.gso = False  # the kernel or the path said no: plain sends from now on
+                log.warning("UDP GSO refused by the kernel (%s); sending datagrams one by one",
+                            exc.strerror)
+                for start in range(0, len(view), size):
+                    self._send(view[start:start + size], addr, size, 1)
+                return
+            self.drops[Drop.SEND_ERROR] += count
+            return
+        self.tx_packets += count
+        self.tx_bytes += len(view)
+
     def _on_tun(self) -> None:
         buf, view, fd = self._tun_buf, memoryview(self._tun_buf), self._tun_fd
-        sendto, decide, drops = self._sock.sendto, self.codec.from_tun, self.drops
-        packets = octets = 0
+        batch, batch_view = self._batch, memoryview(self._batch)
+        decide, drops, gso = self.codec.from_tun, self.drops, self.gso
+        pending: Any = None  # the peer the batch is for
+        size = used = count = 0
         for _ in range(MAX_BURST):
             try:
                 n = os.readv(fd, (buf,))
@@ -117,15 +177,23 @@ class PacketEngine:
                 break
             action, reason, data = decide(buf, n)
             if action == Action.SEND:
-                try:
-                    sendto(view[:n], data)
-                except BlockingIOError:
-                    drops[Drop.SOCKET_QUEUE_FULL] += 1
-                except OSError:
-                    drops[Drop.SEND_ERROR] += 1
+                if gso and data == pending and n <= size and count < MAX_SEGMENTS \
+                        and used + n <= MAX_GSO_BYTES:
+                    batch[used:used + n] = view[:n]
+                    used += n
+                    count += 1
+                    if n < size:  # a short segment can only be the last one
+                        self._send(batch_view[:used], pending, size, count)
+                        pending, used, count = None, 0, 0
+                    continue
+                if count:
+                    self._send(batch_view[:used], pending, size, count)
+                if gso:
+                    batch[:n] = view[:n]
+                    pending, size, used, count = data, n, n, 1
                 else:
-                    packets += 1
-                    octets += n
+                    self._send(view[:n], data, n, 1)
+                    count = 0
                 continue
             if reason:
                 drops[reason] += 1
@@ -138,45 +206,72 @@ class PacketEngine:
             elif action == Action.SEND_MANY:
                 addr, datagrams = data
                 for datagram in datagrams:
-                    try:
-                        sendto(datagram, addr)
-                    except OSError:
-                        drops[Drop.SEND_ERROR] += 1
-                    else:
-                        packets += 1
-                        octets += len(datagram)
-        self.tx_packets += packets
-        self.tx_bytes += octets
+                    self._send(memoryview(datagram), addr, len(datagram), 1)
+        if count:
+            self._send(batch_view[:used], pending, size, count)
+
+    # -- network -> TUN ------------------------------------------------------------------
 
     def _on_net(self) -> None:
         buf, view, fd = self._net_buf, memoryview(self._net_buf), self._tun_fd
-        recv, decide, drops = self._sock.recvfrom_into, self.codec.from_net, self.drops
+        decide, drops, gro = self.codec.from_net, self.drops, self.gro
+        sock = self._sock
         packets = octets = 0
         for _ in range(MAX_BURST):
             try:
-                n, addr = recv(buf)
+                if gro:
+                    n, ancdata, _flags, addr = sock.recvmsg_into((buf,), _GRO_CMSG_SPACE)
+                    segment = n
+                    for level, kind, value in ancdata:
+                        if level == SOL_UDP and kind == UDP_GRO:
+                            segment = int.from_bytes(value[:4], sys.byteorder)
+                else:
+                    n, addr = sock.recvfrom_into(buf)
+                    segment = n
             except BlockingIOError:
                 break
             except OSError:
                 drops[Drop.MALFORMED] += 1
                 break
-            action, reason, data = decide(buf, n, addr[0])
-            if action == Action.WRITE:
-                try:
-                    os.write(fd, view[:data])
-                except BlockingIOError:
-                    drops[Drop.TUN_QUEUE_FULL] += 1
-                except OSError:
-                    drops[Drop.TUN_WRITE_ERROR] += 1
+            if segment < n:
+                self.gro_batches += 1
+                self.gro_segments += (n + segment - 1) // segment
+            src = addr[0]
+            for start in range(0, n, segment) if segment else (0,):
+                length = min(segment, n - start) if segment else 0
+                packet = view[start:start + length]
+                action, reason, data = decide(packet, length, src)
+                if action == Action.WRITE:
+                    try:
+                        os.write(fd, packet[:data])
+                    except BlockingIOError:
+                        drops[Drop.TUN_QUEUE_FULL] += 1
+                    except OSError:
+                        drops[Drop.TUN_WRITE_ERROR] += 1
+                    else:
+                        packets += 1
+                        octets += data
+                elif action == Action.ANSWER:
+                    try:
+                        sock.sendto(data[1], data[0])
+                    except OSError:
+                        drops[Drop.SEND_ERROR] += 1
                 else:
-                    packets += 1
-                    octets += data
-            elif action == Action.ANSWER:
-                try:
-                    self._sock.sendto(data[1], data[0])
-                except OSError:
-                    drops[Drop.SEND_ERROR] += 1
-            else:
-                drops[reason] += 1
+                    drops[reason] += 1
         self.rx_packets += packets
         self.rx_bytes += octets
+
+
+def _enable(sock: socket.socket, what: str) -> bool:
+    """Probe UDP GSO (a zero-length-segment cmsg is accepted by kernels that know it) or
+    switch on UDP GRO; False where the kernel says no."""
+    try:
+        if what == "gro":
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        else:
+            sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError as exc:
+        log.info("UDP %s not available (%s); one datagram per syscall", what.upper(),
+                 exc.strerror)
+        return False
+    return True

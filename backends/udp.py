@@ -47,6 +47,7 @@ SOCKET_BUFFER: Final = 4 << 20
 @dataclass(frozen=True, slots=True)
 class UDPConfig:
     port: int = DEFAULT_PORT
+    offload: bool = True  # ours: UDP GSO/GRO batching (the wire is the same either way)
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> UDPConfig:
@@ -55,7 +56,12 @@ class UDPConfig:
             port = 0
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"udp backend: Port must be an integer 0..65535, not {port!r}")
-        return cls(port=port or DEFAULT_PORT)
+        offload = spec.option("Offload", True)
+        if offload is None:
+            offload = True
+        if not isinstance(offload, bool):
+            raise ConfigError(f"udp backend: Offload must be true or false, not {offload!r}")
+        return cls(port=port or DEFAULT_PORT, offload=offload)
 
 
 @dataclass(slots=True)
@@ -144,7 +150,7 @@ class UDPCodec:
             return Action.DROP, Drop.MALFORMED, None
         return Action.SEND_MANY, Drop.OVERSIZED, (route, pieces)
 
-    def from_net(self, buf: bytearray, n: int, src_ip: str) -> Verdict:
+    def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict:
         """A datagram that reached our port: write its packet into flannel0, or drop it."""
         if src_ip not in self.peers:
             return Action.DROP, Drop.NOT_PEER, None
@@ -201,10 +207,12 @@ class UDPBackend:
         self._tun = TunDevice.open(DEVICE)
         await configure_tun(self._netlink, self._tun.name, lease.subnet.network_address,
                             self.mtu, network.network, RTPROT_FLANNEL)
-        self._engine = PacketEngine(self._tun.fd, self._sock, self.codec)
+        self._engine = PacketEngine(self._tun.fd, self._sock, self.codec,
+                                    offload=self.config.offload)
         self._engine.start()
-        log.info("udp backend ready device=%s address=%s/32 mtu=%d port=%d", self._tun.name,
-                 lease.subnet.network_address, self.mtu, self.config.port)
+        log.info("udp backend ready device=%s address=%s/32 mtu=%d port=%d gso=%s gro=%s",
+                 self._tun.name, lease.subnet.network_address, self.mtu, self.config.port,
+                 self._engine.gso, self._engine.gro)
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
         assert self.codec is not None

@@ -4,7 +4,8 @@ Paths (container to container unless noted, MTU 1500 underlay):
   underlay       host to host over the veth+bridge underlay itself (the ceiling)
   vxlan-kernel   a Linux VXLAN pair configured by hand (the reference: ratios are to it)
   host-gw        flanneld, host-gw backend
-  udp            flanneld, udp backend (userspace encapsulation)
+  udp            flanneld, udp backend (userspace encapsulation, UDP GSO/GRO batching)
+  udp-plain      the same with "Offload": false (one datagram per syscall)
   socat          `socat TUN<->UDP` carrying flannel's udp format (one packet per syscall)
 
 For each: iperf3 TCP with 1 and 4 streams, and ping RTT. Prints a table, writes JSON.
@@ -23,7 +24,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -103,9 +103,10 @@ def kernel_vxlan(lab: Lab, a: Host, b: Host) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int) -> Iterator[None]:
+def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int,
+             **options: Any) -> Iterator[None]:
     lab.etcdctl("del", "--prefix", "/coreos.com/network/subnets/")
-    lab.put_config({"Network": str(NETWORK), "Backend": {"Type": backend}})
+    lab.put_config({"Network": str(NETWORK), "Backend": {"Type": backend, **options}})
     for host in (a, b):  # the old subnet.env steers each daemon back to its subnet
         lab.start_daemon(host)
     try:
@@ -131,13 +132,19 @@ def socat(lab: Lab, a: Host, b: Host) -> Iterator[None]:
     try:
         for me, peer, subnet in ((a, b, SUBNETS[0]), (b, a, SUBNETS[1])):
             tun = f"{subnet.network_address}/16"
-            procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", me.ns, "socat", "-b", "65536",
-                 f"UDP:{peer.ip}:8285,bind={me.ip}:8285",
-                 f"TUN:{tun},tun-name=socat0,iff-no-pi,iff-up"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for me in (a, b):
-            wait_for("socat0", partial(has_link, lab, me, "socat0"), timeout=10)
+            with (me.workdir / "socat.log").open("wb") as log:
+                procs.append(subprocess.Popen(
+                    ["ip", "netns", "exec", me.ns, "socat", "-b", "65536",
+                     f"UDP-DATAGRAM:{peer.ip}:8285,bind={me.ip}:8285",
+                     f"TUN:{tun},tun-name=socat0,iff-no-pi,iff-up"],
+                    stdout=log, stderr=log))
+        for me, proc in zip((a, b), procs, strict=True):
+            def up(me: Host = me, proc: subprocess.Popen[bytes] = proc) -> bool:
+                if proc.poll() is not None:
+                    raise LabError(f"socat exited: {(me.workdir / 'socat.log').read_text()}")
+                return has_link(lab, me, "socat0")
+
+            wait_for("socat0", up, timeout=10)
             lab.exec(me.ns, "ip", "link", "set", "socat0", "mtu", "1472")
             set_mtu(lab, me, 1472)
         yield
@@ -173,6 +180,7 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
         "vxlan-kernel": kernel_vxlan,
         "host-gw": lambda lab, a, b: flanneld(lab, a, b, "host-gw", 1500),
         "udp": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472),
+        "udp-plain": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472, Offload=False),
         "socat": socat,
     }
     with lab.running():
@@ -207,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5, help="iperf3 duration per run")
-    parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,udp,socat")
+    parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,udp,udp-plain,socat")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path (medians)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)

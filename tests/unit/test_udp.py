@@ -649,3 +649,16 @@ def test_udp_config_default() -> None:
 def test_udp_config_rejects_bad_port(key: str, value: Any) -> None:
     with pytest.raises(ConfigError, match="Port"):
         UDPConfig.from_spec(BackendSpec("udp", {key: value}))
+
+
+@pytest.mark.parametrize(
+    ("options", "offload"),
+    [({}, True), ({"Offload": False}, False), ({"offload": True}, True), ({"Offload": None}, True)],
+)
+def test_offload_option(options: dict[str, object], offload: bool) -> None:
+    assert UDPConfig.from_spec(BackendSpec("udp", options)).offload is offload
+
+
+def test_offload_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError, match="Offload"):
+        UDPConfig.from_spec(BackendSpec("udp", {"Offload": "yes"}))
