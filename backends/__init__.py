@@ -16,6 +16,7 @@ from ._base import Backend, BackendContext, ExternalInterface
 REGISTRY: Final[dict[str, str]] = {
     "host-gw": "backends.hostgw:HostGWBackend",
     "udp": "backends.udp:UDPBackend",
+    "vxlan": "backends.vxlan:VXLANBackend",
 }
 
 __all__ = ["REGISTRY", "Backend", "BackendContext", "ExternalInterface", "create_backend"]

@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 MAX_BURST: Final = 256
@@ -68,7 +68,14 @@ Verdict = tuple[int, int, Any]
 
 
 class Codec(Protocol):
-    """Pure per-packet decisions. May rewrite `buf` in place (TTL, encapsulation)."""
+    """Pure per-packet decisions. May rewrite `buf` in place (TTL, encapsulation).
+
+    The inner packet sits at `headroom` in both directions: the engine reads the TUN into
+    buf[headroom:] so that an encapsulating codec writes its header in front, in place, and
+    a received datagram's inner packet starts at `headroom`. For SEND the verdict's middle
+    slot is a flow hash that picks the sending socket (the UDP source port)."""
+
+    headroom: int
 
     def from_tun(self, buf: bytearray, n: int) -> Verdict: ...
 
@@ -86,8 +93,10 @@ class PacketEngine:
     """
 
     def __init__(self, tun_fd: int, sock: socket.socket, codec: Codec,
-                 offload: bool = True) -> None:
+                 offload: bool = True, senders: Sequence[socket.socket] = ()) -> None:
         self._tun_fd, self._sock, self.codec = tun_fd, sock, codec
+        self._senders = list(senders) or [sock]
+        self._headroom = codec.headroom
         self._tun_buf = bytearray(BUFFER_SIZE)
         self._net_buf = bytearray(BUFFER_SIZE)
         self._batch = bytearray(BUFFER_SIZE)
@@ -97,7 +106,7 @@ class PacketEngine:
         self.icmp_sent = 0
         self.gso_sends = self.gso_segments = 0
         self.gro_batches = self.gro_segments = 0
-        self.gso = offload and _enable(sock, "gso")
+        self.gso = offload and all(_enable(s, "gso") for s in self._senders)
         self.gro = offload and _enable(sock, "gro")
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -136,13 +145,14 @@ class PacketEngine:
 
     # -- TUN -> network ------------------------------------------------------------------
 
-    def _send(self, view: memoryview, addr: Any, size: int, count: int) -> None:
+    def _send(self, view: memoryview, addr: Any, size: int, count: int,
+              sock: socket.socket) -> None:
         """Send `count` datagrams of `size` bytes (the last may be shorter) held in view."""
         try:
             if count == 1:
-                self._sock.sendto(view, addr)
+                sock.sendto(view, addr)
             else:
-                self._sock.sendmsg([view], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, addr)
+                sock.sendmsg([view], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, addr)
                 self.gso_sends += 1
                 self.gso_segments += count
         except BlockingIOError:
@@ -154,7 +164,7 @@ class PacketEngine:
                 log.warning("UDP GSO refused by the kernel (%s); sending datagrams one by one",
                             exc.strerror)
                 for start in range(0, len(view), size):
-                    self._send(view[start:start + size], addr, size, 1)
+                    self._send(view[start:start + size], addr, size, 1, sock)
                 return
             self.drops[Drop.SEND_ERROR] += count
             return
@@ -163,13 +173,15 @@ class PacketEngine:
 
     def _on_tun(self) -> None:
         buf, view, fd = self._tun_buf, memoryview(self._tun_buf), self._tun_fd
+        into = (view[self._headroom:],)
         batch, batch_view = self._batch, memoryview(self._batch)
         decide, drops, gso = self.codec.from_tun, self.drops, self.gso
-        pending: Any = None  # the peer the batch is for
+        senders, headroom = self._senders, self._headroom
+        pending: Any = None  # (peer, socket) the batch is for
         size = used = count = 0
         for _ in range(MAX_BURST):
             try:
-                n = os.readv(fd, (buf,))
+                n = os.readv(fd, into)
             except BlockingIOError:
                 break
             except OSError:
@@ -177,22 +189,24 @@ class PacketEngine:
                 break
             action, reason, data = decide(buf, n)
             if action == Action.SEND:
-                if gso and data == pending and n <= size and count < MAX_SEGMENTS \
-                        and used + n <= MAX_GSO_BYTES:
-                    batch[used:used + n] = view[:n]
-                    used += n
+                key = (data, senders[reason % len(senders)])
+                total = headroom + n
+                if gso and key == pending and total <= size and count < MAX_SEGMENTS \
+                        and used + total <= MAX_GSO_BYTES:
+                    batch[used:used + total] = view[:total]
+                    used += total
                     count += 1
-                    if n < size:  # a short segment can only be the last one
-                        self._send(batch_view[:used], pending, size, count)
+                    if total < size:  # a short segment can only be the last one
+                        self._send(batch_view[:used], pending[0], size, count, pending[1])
                         pending, used, count = None, 0, 0
                     continue
                 if count:
-                    self._send(batch_view[:used], pending, size, count)
+                    self._send(batch_view[:used], pending[0], size, count, pending[1])
                 if gso:
-                    batch[:n] = view[:n]
-                    pending, size, used, count = data, n, n, 1
+                    batch[:total] = view[:total]
+                    pending, size, used, count = key, total, total, 1
                 else:
-                    self._send(view[:n], data, n, 1)
+                    self._send(view[:total], data, total, 1, key[1])
                     count = 0
                 continue
             if reason:
@@ -206,16 +220,16 @@ class PacketEngine:
             elif action == Action.SEND_MANY:
                 addr, datagrams = data
                 for datagram in datagrams:
-                    self._send(memoryview(datagram), addr, len(datagram), 1)
+                    self._send(memoryview(datagram), addr, len(datagram), 1, senders[0])
         if count:
-            self._send(batch_view[:used], pending, size, count)
+            self._send(batch_view[:used], pending[0], size, count, pending[1])
 
     # -- network -> TUN ------------------------------------------------------------------
 
     def _on_net(self) -> None:
         buf, view, fd = self._net_buf, memoryview(self._net_buf), self._tun_fd
         decide, drops, gro = self.codec.from_net, self.drops, self.gro
-        sock = self._sock
+        sock, headroom = self._sock, self._headroom
         packets = octets = 0
         for _ in range(MAX_BURST):
             try:
@@ -243,7 +257,7 @@ class PacketEngine:
                 action, reason, data = decide(packet, length, src)
                 if action == Action.WRITE:
                     try:
-                        os.write(fd, packet[:data])
+                        os.write(fd, packet[headroom:headroom + data])
                     except BlockingIOError:
                         drops[Drop.TUN_QUEUE_FULL] += 1
                     except OSError:

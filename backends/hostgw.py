@@ -60,7 +60,7 @@ class HostGWBackend:
     def mtu(self) -> int:
         return self._iface.mtu
 
-    async def lease_attrs(self) -> LeaseAttrs:
+    async def lease_attrs(self, previous: LeaseAttrs | None) -> LeaseAttrs:
         return LeaseAttrs(public_ip=self._iface.public_ip, backend_type=BACKEND_TYPE)
 
     async def start(self, lease: Lease) -> None:

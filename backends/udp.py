@@ -74,6 +74,7 @@ class UDPCodec:
     subnet_len: int
     port: int
     mtu: int  # the largest inner packet one datagram may carry (underlay MTU - 28)
+    headroom: int = 0  # the datagram is the bare inner packet
     routes: dict[int, tuple[str, int]] = field(default_factory=dict)
     peers: dict[str, int] = field(default_factory=dict)  # PublicIP -> number of subnets
     mask: int = field(init=False)
@@ -182,7 +183,7 @@ class UDPBackend:
     def mtu(self) -> int:
         return self._iface.mtu - ENCAP_OVERHEAD
 
-    async def lease_attrs(self) -> LeaseAttrs:
+    async def lease_attrs(self, previous: LeaseAttrs | None) -> LeaseAttrs:
         return LeaseAttrs(public_ip=self._iface.public_ip)  # no BackendType, as flannel
 
     def _open_socket(self) -> socket.socket:

@@ -92,7 +92,8 @@ async def serve(options: Options) -> None:
         log.info("network config network=%s subnet_len=%d backend=%s",
                  config.network, config.subnet_len, config.backend.type)
         backend = create_backend(BackendContext(config, iface))
-        lease = await manager.acquire(config, await backend.lease_attrs())
+        previous = await manager.previous_attrs(config)
+        lease = await manager.acquire(config, await backend.lease_attrs(previous))
         await backend.start(lease)
         write_atomic(options.subnet_file, format_subnet_env(
             config.network, lease.subnet, backend.mtu, options.ip_masq))

@@ -369,12 +369,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
                       *(line.format(*row) for row in rows)])
 
 
-def _network_config(backend: str, network: str) -> dict[str, Any]:
-    return {"Network": network, "Backend": {"Type": backend}}
+def _network_config(backend: str, network: str, dataplane: str | None = None) -> dict[str, Any]:
+    options = {"Dataplane": dataplane} if dataplane else {}
+    return {"Network": network, "Backend": {"Type": backend, **options}}
 
 
 def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: bool,
-            keep: bool) -> int:
+            keep: bool, dataplane: str | None = None) -> int:
     if os.geteuid() != 0:
         print("flanneld-lab: must run as root (it creates network namespaces)", file=sys.stderr)
         return 2
@@ -395,8 +396,9 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
         done = _step(1, total, f"underlay, etcd and {hosts} host namespaces ({lab.prefix}-*)")
         with lab.running():
             done()
-            done = _step(2, total, f"network config: {network}, backend {backend}")
-            lab.put_config(_network_config(backend, network))
+            shown = backend + (f" ({dataplane} data plane)" if dataplane else "")
+            done = _step(2, total, f"network config: {network}, backend {shown}")
+            lab.put_config(_network_config(backend, network, dataplane))
             done()
             done = _step(3, total, "starting flanneld on every host")
             for host in lab.hosts:
@@ -461,8 +463,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Run N flannel hosts as network namespaces on this machine, with a real "
                     "etcd, containers and traffic; everything is removed afterwards.")
     parser.add_argument("--hosts", type=int, default=3, help="number of hosts (2..50)")
-    parser.add_argument("--backend", default="host-gw", choices=["host-gw", "udp"],
+    parser.add_argument("--backend", default="host-gw", choices=["host-gw", "udp", "vxlan"],
                         help="the network config's Backend.Type")
+    parser.add_argument("--dataplane", choices=["kernel", "userspace"], default=None,
+                        help="vxlan only: the Backend's Dataplane option")
     parser.add_argument("--network", default=DEFAULT_NETWORK, help="the overlay Network")
     parser.add_argument("--seconds", type=float, default=3, help="iperf3 duration per pair")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -470,7 +474,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 2 <= args.hosts <= 50:
         parser.error("--hosts must be between 2 and 50")
-    sys.exit(run_lab(args.hosts, args.backend, args.network, args.seconds, args.json, args.keep))
+    if args.dataplane and args.backend != "vxlan":
+        parser.error("--dataplane goes with --backend vxlan")
+    sys.exit(run_lab(args.hosts, args.backend, args.network, args.seconds, args.json, args.keep,
+                     args.dataplane))
 
 
 if __name__ == "__main__":

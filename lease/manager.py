@@ -139,6 +139,16 @@ class LeaseManager:
             backoff.succeeded()
             return config
 
+    async def previous_attrs(self, config: NetworkConfig) -> LeaseAttrs | None:
+        """The attributes of the lease etcd holds for our PublicIP (fitting the config), if
+        any: a backend reuses what it can (vxlan: its VtepMAC)."""
+        listing = await self.retry("list leases", self._store.list_leases)
+        ours = sorted((lease for lease in listing.leases
+                       if lease.attrs.public_ip == self.settings.public_ip
+                       and config.fits(lease.subnet)),
+                      key=lambda lease: (not lease.is_reservation, lease.subnet))
+        return ours[0].attrs if ours else None
+
     async def acquire(self, config: NetworkConfig, attrs: LeaseAttrs) -> Lease:
         """Acquire (or take back) this host's lease, retrying etcd outages and lost races."""
         self._config, self._attrs = config, attrs
