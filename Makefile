@@ -4,7 +4,8 @@
 # Each installs what it needs first (Debian packages and this Python package) when missing.
 
 PY ?= python3
-APT_PACKAGES := etcd-server etcd-client iperf3 socat iproute2 iptables iputils-ping make
+APT_PACKAGES := etcd-server etcd-client iperf3 socat iproute2 iptables iputils-ping ethtool \
+	make
 BACKEND ?= host-gw
 HOSTS ?= 3
 

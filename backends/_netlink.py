@@ -9,6 +9,7 @@ them from everyone else's and never touches routes it did not make.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from flanneld.errors import BackendError
 
+log = logging.getLogger(__name__)
 RTPROT_FLANNEL: Final = 70  # shown as "proto 70" by `ip route`
 MAIN_TABLE: Final = 254
 T = TypeVar("T")
@@ -55,7 +57,13 @@ class Netlink:
             return AsyncIPRoute()
 
         async def wrapped() -> None:
-            await fn(make_socket)
+            try:
+                await fn(make_socket)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("netlink task %s died", getattr(fn, "__name__", fn))
+                raise
 
         return asyncio.run_coroutine_threadsafe(wrapped(), self._loop)
 

@@ -100,6 +100,8 @@ class UDPCodec:
         return True
 
     def remove_peer(self, subnet: IPv4Network) -> None:
+        if subnet.prefixlen != self.subnet_len:
+            return  # add_peer never took it
         old = self.routes.pop(int(subnet.network_address), None)
         if old is not None:
             self._forget(old[0])

@@ -204,6 +204,8 @@ class VXLANCodec:
         return True
 
     def remove_peer(self, subnet: IPv4Network) -> None:
+        if subnet.prefixlen != self.subnet_len:
+            return  # add_peer never took it
         old = self.routes.pop(int(subnet.network_address), None)
         if old is not None:
             ip = old[0][0]
@@ -230,7 +232,7 @@ class VXLANCodec:
         if not decrement_ttl(memoryview(buf)[h:]):
             return Action.DROP, Drop.TTL_EXPIRED, None
         buf[:h] = route[1]
-        return Action.SEND, flow_hash(buf, h), route[0]
+        return Action.SEND, flow_hash(buf, h, n), route[0]
 
     def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict:
         """A datagram that reached our VXLAN port: an inner IPv4 packet for us (WRITE, its
@@ -408,12 +410,13 @@ class VXLANBackend:
         loop = self._loop
         monitor = make_socket()
         await monitor.bind(groups=RTMGRP_NEIGH)
-        async for msg in monitor.get():
-            if msg.get("event") != "RTM_GETNEIGH" or msg.get("ifindex") != self._index:
-                continue
-            item = (int(msg.get("family")), msg.get("NDA_DST"), msg.get("NDA_LLADDR"))
-            if loop is not None:
-                loop.call_soon_threadsafe(self._misses.put_nowait, item)
+        while True:  # get() ends with each batch of messages: ask again, forever
+            async for msg in monitor.get():
+                if msg.get("event") != "RTM_GETNEIGH" or msg.get("ifindex") != self._index:
+                    continue
+                item = (int(msg.get("family")), msg.get("NDA_DST"), msg.get("NDA_LLADDR"))
+                if loop is not None:
+                    loop.call_soon_threadsafe(self._misses.put_nowait, item)
 
     async def _start_userspace(self, lease: Lease) -> None:
         config = self.config

@@ -48,6 +48,12 @@ def _ipv4(text: str) -> str:
     return str(IPv4Address(text)) if text else ""
 
 
+def _dataplane(text: str) -> str:
+    if text not in ("", "kernel", "userspace"):
+        raise ValueError("must be kernel or userspace")
+    return text
+
+
 def _ipv6(text: str) -> str:
     return str(IPv6Address(text)) if text else ""
 
@@ -94,6 +100,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
     Flag("subnet-lease-ttl", 86400,
          "TTL of the subnet lease in etcd, in seconds (flannel: fixed 86400)", _int,
          check=_between(5, 7 * 86400)),
+    Flag("vxlan-dataplane", "", "vxlan only: this node's data plane, kernel or userspace "
+         "(overrides the network config's Backend.Dataplane)", _dataplane),
     Flag("ip-masq", False, "setup IP masquerade rule for traffic destined outside of overlay "
          "network", _bool),
     Flag("iptables-resync", 5, "resync period for iptables rules, in seconds", _int,
@@ -125,6 +133,7 @@ class Options:
     subnet_file: str = "/run/flannel/subnet.env"
     subnet_lease_renew_margin: int = 60
     subnet_lease_ttl: int = 86400
+    vxlan_dataplane: str = ""
     ip_masq: bool = False
     iptables_resync: int = 5
     iptables_forward_rules: bool = True
@@ -149,7 +158,7 @@ def _convert(flag: Flag, text: str, origin: str) -> Any:
     try:
         value = flag.parse(text)
     except ValueError as exc:
-        reason = str(exc) if flag.parse is _bool else "not valid"
+        reason = str(exc) if flag.parse in (_bool, _dataplane) else "not valid"
         raise UsageError(f"invalid value {text!r} for {origin}: {reason}") from None
     problem = flag.check(value)
     if problem:

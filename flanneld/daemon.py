@@ -7,6 +7,7 @@ stays in place on exit, so a restart takes the same subnet and traffic keeps flo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
@@ -19,6 +20,7 @@ from pathlib import Path
 import uvloop
 
 from backends import Backend, BackendContext, create_backend
+from lease.config import BackendSpec, NetworkConfig
 from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.manager import LeaseManager, LeaseSettings
 
@@ -65,6 +67,15 @@ def _hint_from_subnet_file(path: str) -> IPv4Network | None:
         return None
 
 
+def with_node_overrides(config: NetworkConfig, options: Options) -> NetworkConfig:
+    """This node's own choices on top of the shared config (-vxlan-dataplane)."""
+    if options.vxlan_dataplane and config.backend.type == "vxlan":
+        spec = BackendSpec(config.backend.type,
+                           {**config.backend.options, "Dataplane": options.vxlan_dataplane})
+        return dataclasses.replace(config, backend=spec)
+    return config
+
+
 async def serve(options: Options) -> None:
     iface = await pick_interface(options.iface, options.iface_regex, options.iface_can_reach,
                                  options.public_ip)
@@ -88,7 +99,7 @@ async def serve(options: Options) -> None:
     try:
         if options.healthz_port:
             await server.start()
-        config = await manager.wait_for_config()
+        config = with_node_overrides(await manager.wait_for_config(), options)
         log.info("network config network=%s subnet_len=%d backend=%s",
                  config.network, config.subnet_len, config.backend.type)
         backend = create_backend(BackendContext(config, iface))

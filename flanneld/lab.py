@@ -32,6 +32,8 @@ from types import FrameType
 from typing import Any, Final
 
 UNDERLAY: Final = IPv4Network("192.0.2.0/24")
+ROUTED: Final = IPv4Network("198.51.100.0/24")  # a second underlay, behind a router
+ROUTER_IP: Final = "192.0.2.253"
 ETCD_IP: Final = "192.0.2.254"
 ETCD_PORT: Final = 2379
 DEFAULT_NETWORK: Final = "10.5.0.0/16"
@@ -75,10 +77,11 @@ class Host:
     workdir: Path
     daemon: subprocess.Popen[bytes] | None = None
     log_handle: Any = None
+    address: str = ""  # set for hosts behind the router
 
     @property
     def ip(self) -> str:
-        return str(UNDERLAY.network_address + self.index)
+        return self.address or str(UNDERLAY.network_address + self.index)
 
     @property
     def subnet_file(self) -> Path:
@@ -147,6 +150,49 @@ class Lab:
         sh("ip", "-n", self.underlay_ns, "link", "set", peer, "master", "br0", "up")
         sh("ip", "-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
         sh("ip", "-n", host.ns, "link", "set", "eth0", "up")
+        self._wire_like(host)
+        self.exec(host.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.hosts.append(host)
+        return host
+
+    def _wire_like(self, host: Host) -> None:
+        """Make the host's underlay veth behave like a NIC on a wire: veth hands packets
+        with unfinished checksums (CHECKSUM_PARTIAL) across namespaces, which no physical
+        wire carries; a userspace receiver of a kernel VXLAN peer's frames would then see
+        inner TCP checksums holding only the pseudo-header sum."""
+        self.exec(host.ns, "ethtool", "-K", "eth0", "tx", "off")
+
+    def add_routed_host(self) -> Host:
+        """A host on 198.51.100.0/24, reachable from the others only through a router
+        (<p>-rt: 192.0.2.253 on br0, 198.51.100.1 on its own bridge)."""
+        router = f"{self.prefix}-rt"
+        if router not in self.namespaces:
+            self._add_ns(router)
+            uplink = f"{self.prefix}rt"
+            sh("ip", "-n", router, "link", "add", "eth0", "type", "veth", "peer", "name", uplink,
+               "netns", self.underlay_ns)
+            sh("ip", "-n", self.underlay_ns, "link", "set", uplink, "master", "br0", "up")
+            sh("ip", "-n", router, "addr", "add", f"{ROUTER_IP}/24", "dev", "eth0")
+            sh("ip", "-n", router, "link", "set", "eth0", "up")
+            sh("ip", "-n", router, "link", "add", "br1", "type", "bridge")
+            sh("ip", "-n", router, "addr", "add", f"{ROUTED.network_address + 1}/24", "dev", "br1")
+            sh("ip", "-n", router, "link", "set", "br1", "up")
+            self.exec(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            for ns in [self.underlay_ns, *(h.ns for h in self.hosts if not h.address)]:
+                sh("ip", "-n", ns, "route", "replace", str(ROUTED), "via", ROUTER_IP)
+        index = len(self.hosts) + 1
+        host = Host(index, f"{self.prefix}-h{index}", f"{self.prefix}-c{index}",
+                    self.workdir / f"h{index}", address=str(ROUTED.network_address + 100 + index))
+        host.workdir.mkdir(parents=True, exist_ok=True)
+        self._add_ns(host.ns)
+        peer = f"{self.prefix}r{index}"
+        sh("ip", "-n", host.ns, "link", "add", "eth0", "type", "veth", "peer", "name", peer,
+           "netns", router)
+        sh("ip", "-n", router, "link", "set", peer, "master", "br1", "up")
+        sh("ip", "-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
+        sh("ip", "-n", host.ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", host.ns, "route", "add", "default", "via", str(ROUTED.network_address + 1))
+        self._wire_like(host)
         self.exec(host.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.hosts.append(host)
         return host
@@ -379,7 +425,7 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
     if os.geteuid() != 0:
         print("flanneld-lab: must run as root (it creates network namespaces)", file=sys.stderr)
         return 2
-    for tool in ("ip", "etcd", "etcdctl", "iperf3", "ping"):
+    for tool in ("ip", "etcd", "etcdctl", "iperf3", "ping", "ethtool"):
         if shutil.which(tool) is None:
             print(f"flanneld-lab: {tool} is not installed", file=sys.stderr)
             return 2

@@ -10,6 +10,7 @@ VXLAN + Ethernet header are written in front of it in place: no copy per packet.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -35,14 +36,13 @@ _ETH: Final = struct.Struct("!6s6sH")
 _ARP: Final = struct.Struct("!HHBBH6s4s6s4s")
 
 
+_MAC: Final = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
 def parse_mac(text: str) -> bytes:
-    parts = text.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+    if not _MAC.fullmatch(text):
         raise DecodeError(f"{text!r} is not a MAC address")
-    try:
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise DecodeError(f"{text!r} is not a MAC address") from None
+    return bytes.fromhex(text.replace(":", ""))
 
 
 def format_mac(mac: bytes) -> str:
@@ -103,17 +103,19 @@ def decode_arp(data: bytes | bytearray | memoryview) -> ARPPacket:
                      IPv4Address(bytes(tpa)))
 
 
-def flow_hash(packet: bytes | bytearray | memoryview, offset: int = 0) -> int:
+def flow_hash(packet: bytes | bytearray | memoryview, offset: int = 0,
+              length: int | None = None) -> int:
     """A hash of the inner flow (addresses, protocol, ports for TCP/UDP), as the kernel
     spreads VXLAN source ports. Ports are mixed in before any modulo (Linux prefers even
     ports: a plain sum would leave half the range unused)."""
     o = offset
+    end = len(packet) if length is None else min(len(packet), offset + length)
     proto = packet[o + 9]
     h = ((packet[o + 12] << 24) | (packet[o + 13] << 16) | (packet[o + 14] << 8)
          | packet[o + 15]) ^ ((packet[o + 16] << 24) | (packet[o + 17] << 16)
                               | (packet[o + 18] << 8) | packet[o + 19]) ^ proto
     ihl = (packet[o] & 0x0F) * 4
-    if proto in (6, 17) and len(packet) >= o + ihl + 4:
+    if proto in (6, 17) and end >= o + ihl + 4:
         p = o + ihl
         h ^= ((packet[p] << 8 | packet[p + 1]) << 16) | (packet[p + 2] << 8 | packet[p + 3])
     h = (h ^ (h >> 16)) * 0x45D9F3B & 0xFFFFFFFF

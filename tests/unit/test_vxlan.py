@@ -1,0 +1,950 @@
+"""Tests for the pure parts of backends/vxlan.py: VXLANConfig, random_vtep_mac, peer_of and
+the userspace data plane's VXLANCodec (FLANNEL.md §3, vxlan rows and vxlan programming).
+
+VXLANBackend programs the kernel or opens a TUN and is left to the integration tests.
+Scapy builds the frames exactly as the Linux kernel's VXLAN device sends them and is the
+second opinion on every frame the codec produces or rewrites.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Final
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Ether
+from scapy.layers.vxlan import VXLAN
+from scapy.packet import Raw
+
+from backends._datapath import Action, Drop, Verdict
+from backends.vxlan import Peer, VXLANCodec, VXLANConfig, peer_of, random_vtep_mac
+from flanneld.errors import ConfigError
+from lease.config import BackendSpec
+from lease.model import Lease, LeaseAttrs, backend_data_json
+from tun.packet import check_ipv4, checksum
+from tun.vxlan import HEADROOM, VXLAN_PORT, flow_hash, format_mac, parse_mac
+
+SEED: Final = 42
+VNI: Final = 1
+SUBNET_LEN: Final = 24
+MTU: Final = 1450  # 1500 - 50
+SLACK: Final = 64  # the engine's buffer is larger than any packet: n, not len(buf), counts
+FILL: Final = 0x5A  # what the headroom holds before the codec writes its header
+
+OWN: Final = IPv4Network("10.5.1.0/24")
+OWN_VTEP: Final = "10.5.1.0"
+OWN_PUBLIC: Final = "192.168.0.1"
+OWN_MAC: Final = "7e:3a:01:02:03:01"
+PEER_B: Final = IPv4Network("10.5.2.0/24")
+PUBLIC_B: Final = "192.168.0.2"
+MAC_B: Final = "c6:d2:32:6f:8f:44"
+PEER_C: Final = IPv4Network("10.5.3.0/24")
+PUBLIC_C: Final = "192.168.0.3"
+MAC_C: Final = "a2:5b:10:20:30:40"
+
+PeerSpec = tuple[IPv4Network, str, str]
+PEERS: Final[tuple[PeerSpec, ...]] = ((PEER_B, PUBLIC_B, MAC_B), (PEER_C, PUBLIC_C, MAC_C))
+
+
+def make_codec(own: IPv4Network = OWN, own_mac: str = OWN_MAC, vni: int = VNI,
+               port: int = VXLAN_PORT, mtu: int = MTU,
+               peers: tuple[PeerSpec, ...] = PEERS) -> VXLANCodec:
+    codec = VXLANCodec(own, SUBNET_LEN, vni, parse_mac(own_mac), port, mtu)
+    for subnet, public_ip, mac in peers:
+        assert codec.add_peer(subnet, IPv4Address(public_ip), parse_mac(mac))
+    return codec
+
+
+def inner(src: str = "10.5.1.7", dst: str = "10.5.2.9", ttl: int = 64, size: int = 100,
+          proto: str = "udp", **fields: Any) -> bytes:
+    """An inner IPv4 packet of exactly `size` bytes (at least the headers)."""
+    layer: Any = {"udp": UDP(sport=4000, dport=5000), "tcp": TCP(sport=4000, dport=80),
+                  "icmp": ICMP(type=8, id=7, seq=1)}[proto]
+    header = IP(src=src, dst=dst, ttl=ttl, id=0x4242, **fields) / layer
+    fill = max(size - len(header), 0)
+    packet = bytes(header / bytes(i % 251 for i in range(fill)))
+    assert len(packet) == max(size, len(header))
+    return packet
+
+
+def inbound(src: str = "10.5.2.9", dst: str = "10.5.1.7", **kwargs: Any) -> bytes:
+    return inner(src=src, dst=dst, **kwargs)
+
+
+def load_tun(packet: bytes) -> tuple[bytearray, int]:
+    """`packet` at HEADROOM in a larger buffer, as the engine reads the TUN; (buf, n)."""
+    return bytearray([FILL] * HEADROOM) + bytearray(packet) + bytearray(b"\xa5" * SLACK), \
+        len(packet)
+
+
+def load_net(datagram: bytes) -> tuple[bytearray, int]:
+    """A received datagram at the start of a larger buffer; (buf, n)."""
+    return bytearray(datagram) + bytearray(b"\xa5" * SLACK), len(datagram)
+
+
+def kernel_frame(payload: Any, vni: int = VNI, dst: str = OWN_MAC, src: str = MAC_B,
+                 **ether: Any) -> bytes:
+    """A VXLAN datagram as the kernel's flannel.<VNI> sends it: flags 0x08 (I only), the
+    VNI, an Ethernet header (scapy fills the type from the payload) and the payload."""
+    frame: Any = VXLAN(flags=0x08, vni=vni) / Ether(dst=dst, src=src, **ether)
+    if isinstance(payload, bytes):
+        return bytes(frame / IP(payload)) if payload else bytes(frame)
+    return bytes(frame / payload)
+
+
+def arp_request(target: str = OWN_VTEP, sender_ip: str = "10.5.2.0", sender_mac: str = MAC_B,
+                op: int = 1) -> Any:
+    """What the peer kernel's flannel.<VNI> asks when it has no neighbour for `target`."""
+    return ARP(op=op, hwsrc=sender_mac, psrc=sender_ip, hwdst="00:00:00:00:00:00",
+               pdst=target)
+
+
+def scapy_reencode(packet: bytes, **changes: Any) -> bytes:
+    """`packet` dissected by scapy, `changes` applied, the IP header checksum recomputed."""
+    parsed = IP(packet)
+    for name, value in changes.items():
+        setattr(parsed, name, value)
+    parsed.chksum = None
+    return bytes(parsed)
+
+
+def header_checksum_ok(packet: bytes) -> bool:
+    return scapy_reencode(packet) == packet[: IP(packet).len]
+
+
+def rewrite(data: bytes, offset: int, value: bytes) -> bytes:
+    buf = bytearray(data)
+    buf[offset:offset + len(value)] = value
+    return bytes(buf)
+
+
+# --- VXLANConfig ------------------------------------------------------------------------
+
+
+def config(**options: Any) -> VXLANConfig:
+    return VXLANConfig.from_spec(BackendSpec("vxlan", options))
+
+
+def test_config_defaults() -> None:
+    default = config()
+    assert default == VXLANConfig()
+    assert (default.vni, default.port, default.udp_port) == (1, 0, 8472)
+    assert (default.gbp, default.learning, default.direct_routing) == (False, False, False)
+    assert default.mtu == 0
+    assert (default.dataplane, default.programming) == ("kernel", "eager")
+    assert default.idle_timeout_s == 300
+    assert default.offload is True
+    assert default.device == "flannel.1"
+
+
+@pytest.mark.parametrize(("options", "name", "expected"), [
+    ({"VNI": 42}, "vni", 42),
+    ({"vni": 42}, "vni", 42),
+    ({"Vni": 42}, "vni", 42),
+    ({"VNI": 0}, "vni", 0),
+    ({"VNI": (1 << 24) - 1}, "vni", (1 << 24) - 1),
+    ({"VNI": None}, "vni", 1),
+    ({"Port": 4789}, "port", 4789),
+    ({"Port": 4789}, "udp_port", 4789),
+    ({"port": 0}, "udp_port", 8472),
+    ({"PORT": 65535}, "udp_port", 65535),
+    ({"GBP": True}, "gbp", True),
+    ({"gbp": False}, "gbp", False),
+    ({"Learning": True}, "learning", True),
+    ({"DirectRouting": True}, "direct_routing", True),
+    ({"directrouting": True}, "direct_routing", True),
+    ({"MTU": 1400}, "mtu", 1400),
+    ({"mtu": 118}, "mtu", 118),  # the smallest that leaves a 68-byte inner packet
+    ({"MTU": 0}, "mtu", 0),
+    ({"Dataplane": "userspace"}, "dataplane", "userspace"),
+    ({"dataplane": "Userspace"}, "dataplane", "userspace"),
+    ({"Dataplane": "KERNEL"}, "dataplane", "kernel"),
+    ({"Programming": "lazy"}, "programming", "lazy"),
+    ({"programming": "Eager"}, "programming", "eager"),
+    ({"IdleTimeout": 60}, "idle_timeout_s", 60),
+    ({"idletimeout": 5}, "idle_timeout_s", 5),
+    ({"Offload": False}, "offload", False),
+    ({"offload": True}, "offload", True),
+])
+def test_config_option(options: dict[str, Any], name: str, expected: object) -> None:
+    assert getattr(config(**options), name) == expected
+
+
+@pytest.mark.parametrize(("vni", "device"), [(1, "flannel.1"), (42, "flannel.42"),
+                                             (4096, "flannel.4096")])
+def test_config_device_name(vni: int, device: str) -> None:
+    assert config(VNI=vni).device == device
+    assert config(vni=vni).device == device
+
+
+def test_config_flannel_lease_style_options() -> None:
+    """The Backend object as flannel users write it, with keys in mixed case."""
+    parsed = config(Type="vxlan", VNI=4096, Port=4789, GBP=True, DirectRouting=True, MTU=9000)
+    assert (parsed.vni, parsed.udp_port, parsed.gbp, parsed.direct_routing, parsed.mtu) == (
+        4096, 4789, True, True, 9000)
+
+
+@pytest.mark.parametrize(("options", "name"), [
+    ({"VNI": 1 << 24}, "VNI"),
+    ({"vni": 1 << 24}, "VNI"),
+    ({"VNI": -1}, "VNI"),
+    ({"VNI": "1"}, "VNI"),
+    ({"VNI": 1.0}, "VNI"),
+    ({"VNI": True}, "VNI"),
+    ({"Port": -1}, "Port"),
+    ({"Port": 65536}, "Port"),
+    ({"Port": "8472"}, "Port"),
+    ({"GBP": 1}, "GBP"),
+    ({"Learning": "true"}, "Learning"),
+    ({"DirectRouting": "yes"}, "DirectRouting"),
+    ({"directrouting": 0}, "DirectRouting"),
+    ({"MTU": 100}, "MTU"),  # too small: nothing left after 50 bytes of encapsulation
+    ({"MTU": 117}, "MTU"),
+    ({"MTU": -1}, "MTU"),
+    ({"MTU": 65536}, "MTU"),
+    ({"MTU": "1450"}, "MTU"),
+    ({"Dataplane": "dpdk"}, "Dataplane"),
+    ({"Dataplane": 1}, "Dataplane"),
+    ({"Dataplane": ""}, "Dataplane"),
+    ({"Programming": "sometimes"}, "Programming"),
+    ({"IdleTimeout": 0}, "IdleTimeout"),
+    ({"IdleTimeout": 4}, "IdleTimeout"),
+    ({"IdleTimeout": "300"}, "IdleTimeout"),
+    ({"Offload": "no"}, "Offload"),
+])
+def test_config_rejects_bad_options(options: dict[str, Any], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        config(**options)
+
+
+# --- random_vtep_mac --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(64))
+def test_random_vtep_mac_is_locally_administered_unicast(seed: int) -> None:
+    mac = random_vtep_mac(random.Random(seed))
+    assert isinstance(mac, bytes)
+    assert len(mac) == 6
+    assert mac[0] & 0x03 == 0x02  # multicast bit clear, locally administered bit set
+    assert Ether(src=format_mac(mac)).src == format_mac(mac)
+
+
+def test_random_vtep_mac_same_seed_same_mac() -> None:
+    assert random_vtep_mac(random.Random(SEED)) == random_vtep_mac(random.Random(SEED))
+    macs = {random_vtep_mac(random.Random(seed)) for seed in range(200)}
+    assert len(macs) == 200
+
+
+def test_random_vtep_mac_sets_bits_of_every_byte() -> None:
+    rng = random.Random(SEED)
+    macs = [random_vtep_mac(rng) for _ in range(200)]
+    for index in range(6):
+        assert len({mac[index] for mac in macs}) > 50
+    assert {mac[0] & 0xFC for mac in macs} != {0}
+
+
+# --- peer_of ----------------------------------------------------------------------------
+
+LEASE_SUBNET: Final = IPv4Network("10.5.2.0/24")
+LEASE_PUBLIC: Final = IPv4Address("192.168.0.2")
+
+
+def make_lease(backend_type: str = "vxlan", data: dict[str, Any] | None = None,
+               raw_data: str | None = None) -> Lease:
+    if raw_data is None:
+        raw_data = backend_data_json(
+            {"VNI": 1, "VtepMAC": MAC_B} if data is None else data)
+    attrs = LeaseAttrs(public_ip=LEASE_PUBLIC, backend_type=backend_type, backend_data=raw_data)
+    return Lease(LEASE_SUBNET, attrs, etcd_lease=7)
+
+
+def test_peer_of_a_vxlan_lease() -> None:
+    lease = make_lease()
+    assert lease.attrs.backend_data == '{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}'
+    assert peer_of(lease, 1) == Peer(LEASE_SUBNET, LEASE_PUBLIC,
+                                     bytes.fromhex("c6d2326f8f44"))
+
+
+@pytest.mark.parametrize("data", [
+    {"VNI": 1, "VtepMAC": "C6:D2:32:6F:8F:44"},
+    {"vni": 1, "vtepmac": MAC_B},
+    {"VtepMAC": MAC_B},
+    {"VNI": 1, "VtepMAC": MAC_B, "Extra": [1, 2]},
+])
+def test_peer_of_variants(data: dict[str, Any]) -> None:
+    peer = peer_of(make_lease(data=data), 1)
+    assert peer is not None
+    assert (peer.subnet, peer.public_ip, peer.vtep_mac) == (
+        LEASE_SUBNET, LEASE_PUBLIC, bytes.fromhex("c6d2326f8f44"))
+
+
+@pytest.mark.parametrize("backend_type", ["", "udp", "host-gw", "ipip", "wireguard",
+                                          "alloc", "vxlan "])
+def test_peer_of_other_backend_types(backend_type: str) -> None:
+    assert peer_of(make_lease(backend_type=backend_type), 1) is None
+
+
+@pytest.mark.parametrize("data", [
+    {"VNI": 1},
+    {},
+    {"VNI": 1, "VtepMAC": None},
+    {"VNI": 1, "VtepMAC": 12},
+    {"VNI": 1, "VtepMAC": ["c6", "d2", "32", "6f", "8f", "44"]},
+    {"VNI": 1, "VtepMAC": ""},
+    {"VNI": 1, "VtepMAC": "not a mac"},
+    {"VNI": 1, "VtepMAC": "c6:d2:32:6f:8f"},
+    {"VNI": 1, "VtepMAC": "c6:d2:32:6f:8f:44:00"},
+    {"VNI": 1, "VtepMAC": "c6-d2-32-6f-8f-44"},
+    {"VNI": 1, "VtepMAC": "zz:d2:32:6f:8f:44"},
+])
+def test_peer_of_missing_or_bad_vtep_mac(data: dict[str, Any]) -> None:
+    assert peer_of(make_lease(data=data), 1) is None
+
+
+@pytest.mark.parametrize("raw_data", ["", "null", "[]", "\"c6:d2:32:6f:8f:44\"", "42"])
+def test_peer_of_backend_data_not_an_object(raw_data: str) -> None:
+    assert peer_of(make_lease(raw_data=raw_data), 1) is None
+
+
+# --- the codec: from_tun ----------------------------------------------------------------
+
+
+def test_codec_headroom() -> None:
+    assert make_codec().headroom == HEADROOM == 22
+
+
+@pytest.mark.parametrize(("dst", "public_ip", "mac"), [
+    ("10.5.2.9", PUBLIC_B, MAC_B),
+    ("10.5.2.0", PUBLIC_B, MAC_B),
+    ("10.5.2.255", PUBLIC_B, MAC_B),
+    ("10.5.3.1", PUBLIC_C, MAC_C),
+])
+@pytest.mark.parametrize("ttl", [2, 64, 255])
+@pytest.mark.parametrize("proto", ["udp", "tcp", "icmp"])
+def test_from_tun_encapsulates_for_the_peer(dst: str, public_ip: str, mac: str, ttl: int,
+                                            proto: str) -> None:
+    packet = inner(dst=dst, ttl=ttl, proto=proto)
+    buf, n = load_tun(packet)
+    assert make_codec().from_tun(buf, n) == (Action.SEND, flow_hash(packet),
+                                             (public_ip, VXLAN_PORT))
+    datagram = bytes(buf[:HEADROOM + n])
+    parsed = VXLAN(datagram)
+    assert (int(parsed.flags), parsed.vni) == (0x08, VNI)
+    assert (parsed[Ether].dst, parsed[Ether].src, parsed[Ether].type) == (mac, OWN_MAC, 0x0800)
+    assert parsed[IP].ttl == ttl - 1
+    assert datagram[HEADROOM:] == scapy_reencode(packet, ttl=ttl - 1)
+    assert header_checksum_ok(datagram[HEADROOM:])
+    assert buf[HEADROOM + n:] == bytearray(b"\xa5" * SLACK)
+
+
+@pytest.mark.parametrize("vni", [0, 1, 42, 0xABCDEF, (1 << 24) - 1])
+def test_from_tun_header_is_the_kernels(vni: int) -> None:
+    """Byte for byte what flannel.<VNI> sends: scapy builds the same 22 bytes."""
+    packet = inner(size=300, proto="tcp")
+    buf, n = load_tun(packet)
+    action, _, _ = make_codec(vni=vni).from_tun(buf, n)
+    assert action == Action.SEND
+    expected = kernel_frame(scapy_reencode(packet, ttl=63), vni=vni, dst=MAC_B, src=OWN_MAC)
+    assert bytes(buf[:HEADROOM + n]) == expected
+
+
+def test_from_tun_uses_the_configured_port() -> None:
+    buf, n = load_tun(inner())
+    assert make_codec(port=4789).from_tun(buf, n)[2] == (PUBLIC_B, 4789)
+
+
+def test_from_tun_flow_hash_follows_the_flow() -> None:
+    codec = make_codec()
+    hashes = set()
+    for sport in range(32768, 32868, 2):
+        packet = bytes(IP(src="10.5.1.7", dst="10.5.2.9") / TCP(sport=sport, dport=443))
+        buf, n = load_tun(packet)
+        action, reason, _ = codec.from_tun(buf, n)
+        assert (action, reason) == (Action.SEND, flow_hash(packet))
+        hashes.add(reason % 8)
+    assert hashes == set(range(8))
+
+
+@pytest.mark.parametrize("packet", [
+    inner(proto="tcp"),
+    inner(proto="udp", size=28),
+    bytes(IP(src="10.5.1.7", dst="10.5.2.9", proto=6)),  # a TCP packet cut after the IP header
+    bytes(IP(src="10.5.1.7", dst="10.5.2.9", proto=17) / b"\x10\x00"),  # half a UDP header
+    bytes(IP(src="10.5.1.7", dst="10.5.2.9", options=b"\x01\x01\x01\x00", proto=6)),
+], ids=["tcp", "udp", "tcp-no-header", "udp-half-header", "tcp-options-no-header"])
+def test_from_tun_reads_nothing_beyond_n(packet: bytes) -> None:
+    """The engine's buffer holds stale bytes after the packet: the verdict (the flow hash,
+    which picks the source port, included) depends on buf[22:22 + n] only."""
+    verdicts: set[Verdict] = set()
+    for stale in (b"\x00", b"\xff", b"\x5a"):
+        buf = bytearray([FILL] * HEADROOM) + bytearray(packet) + bytearray(stale * SLACK)
+        verdicts.add(make_codec().from_tun(buf, len(packet)))
+    assert len(verdicts) == 1
+    action, _, route = verdicts.pop()
+    assert (action, route) == (Action.SEND, (PUBLIC_B, VXLAN_PORT))
+
+
+@pytest.mark.parametrize("size", [20, 28, 576, MTU])
+def test_from_tun_packet_of_up_to_mtu_is_sent(size: int) -> None:
+    packet = inner(size=size) if size >= 28 else bytes(IP(src="10.5.1.7", dst="10.5.2.9"))
+    buf, n = load_tun(packet)
+    assert make_codec().from_tun(buf, n)[0] == Action.SEND
+
+
+def assert_dropped(codec: VXLANCodec, packet: bytes, reason: Drop, n: int | None = None) -> None:
+    buf, size = load_tun(packet)
+    before = bytes(buf)
+    assert codec.from_tun(buf, size if n is None else n) == (Action.DROP, reason, None)
+    assert bytes(buf) == before  # neither rewritten nor encapsulated
+
+
+@pytest.mark.parametrize("n", range(20))
+def test_from_tun_runt(n: int) -> None:
+    assert_dropped(make_codec(), inner(), Drop.RUNT, n)
+    exact = bytearray([FILL] * HEADROOM) + bytearray(inner()[:n])
+    assert make_codec().from_tun(exact, n) == (Action.DROP, Drop.RUNT, None)
+
+
+@pytest.mark.parametrize("packet", [
+    bytes(IPv6(src="fd00::1", dst="fd00::2") / UDP() / (b"x" * 40)),
+    rewrite(inner(), 0, b"\x65"),
+    rewrite(inner(), 0, b"\x05"),
+    bytes(100),
+])
+def test_from_tun_not_ipv4(packet: bytes) -> None:
+    assert_dropped(make_codec(), packet, Drop.NOT_IPV4)
+
+
+@pytest.mark.parametrize("dst", ["10.5.9.9", "10.5.4.0", "10.6.2.9", "8.8.8.8", "10.5.1.20",
+                                 "10.5.1.0"])
+def test_from_tun_no_route(dst: str) -> None:
+    assert_dropped(make_codec(), inner(dst=dst), Drop.NO_ROUTE)
+
+
+def test_from_tun_with_no_peers_at_all() -> None:
+    assert_dropped(make_codec(peers=()), inner(), Drop.NO_ROUTE)
+
+
+@pytest.mark.parametrize(("mtu", "size"), [(MTU, MTU + 1), (MTU, 1500), (1400, 1401),
+                                           (576, 1000)])
+def test_from_tun_oversized(mtu: int, size: int) -> None:
+    assert_dropped(make_codec(mtu=mtu), inner(size=size), Drop.OVERSIZED)
+
+
+@pytest.mark.parametrize("ttl", [0, 1])
+@pytest.mark.parametrize("proto", ["udp", "tcp", "icmp"])
+def test_from_tun_ttl_expired(ttl: int, proto: str) -> None:
+    assert_dropped(make_codec(), inner(ttl=ttl, proto=proto), Drop.TTL_EXPIRED)
+
+
+# --- the codec: from_net ----------------------------------------------------------------
+
+VALID_INBOUND: Final = [
+    inbound(),
+    inbound(dst="10.5.1.0", proto="tcp", size=MTU),
+    inbound(src="10.5.3.1", dst="10.5.1.255", proto="icmp", size=64),
+    bytes(IP(src="10.5.2.9", dst="10.5.1.7")),
+    bytes(IP(src="10.5.2.9", dst="10.5.1.7", options=[IPOption(b"\x94\x04\x00\x00")])
+          / UDP() / b"opts"),
+    bytes(IP(src="10.5.2.9", dst="10.5.1.7", flags="MF", frag=10, proto=17) / (b"f" * 64)),
+]
+
+
+@pytest.mark.parametrize("packet", VALID_INBOUND)
+@pytest.mark.parametrize("dst_mac", [OWN_MAC, "ff:ff:ff:ff:ff:ff"])
+@pytest.mark.parametrize(("sender", "src_mac"), [(PUBLIC_B, MAC_B), (PUBLIC_C, MAC_C)])
+def test_from_net_accepts_the_kernels_frame(packet: bytes, dst_mac: str, sender: str,
+                                            src_mac: str) -> None:
+    datagram = kernel_frame(packet, dst=dst_mac, src=src_mac)
+    assert datagram[:HEADROOM] == bytes.fromhex("0800000000000100") + parse_mac(dst_mac) \
+        + parse_mac(src_mac) + b"\x08\x00"
+    buf, n = load_net(datagram)
+    assert make_codec().from_net(buf, n, sender) == (Action.WRITE, Drop.NONE, len(packet))
+    out = bytes(buf[HEADROOM:HEADROOM + len(packet)])
+    assert out == scapy_reencode(packet, ttl=IP(packet).ttl - 1)
+    assert header_checksum_ok(out)
+    assert buf[n:] == bytearray(b"\xa5" * SLACK)
+
+
+@pytest.mark.parametrize("vni", [0, 42, 0xABCDEF])
+def test_from_net_with_another_vni(vni: int) -> None:
+    buf, n = load_net(kernel_frame(inbound(), vni=vni))
+    assert make_codec(vni=vni).from_net(buf, n, PUBLIC_B)[0] == Action.WRITE
+
+
+@pytest.mark.parametrize("extra", [1, 7, 100])
+def test_from_net_frame_longer_than_its_packet(extra: int) -> None:
+    """Ethernet padding after the inner packet is not written into the TUN."""
+    packet = inbound(size=28)
+    buf, n = load_net(kernel_frame(packet) + b"\x00" * extra)
+    assert make_codec().from_net(buf, n, PUBLIC_B) == (Action.WRITE, Drop.NONE, len(packet))
+
+
+def test_from_net_of_a_memoryview_segment() -> None:
+    """The engine hands over slices of its buffer (one per GRO segment)."""
+    first, second = kernel_frame(inbound(size=200)), kernel_frame(inbound(size=200, ttl=9))
+    whole = bytearray(first + second)
+    segment = memoryview(whole)[len(first):]
+    codec = make_codec()
+    assert codec.from_net(segment, len(second), PUBLIC_B) == (Action.WRITE, Drop.NONE, 200)
+    assert bytes(whole[:len(first)]) == first
+    assert IP(bytes(whole[len(first) + HEADROOM:])).ttl == 8
+    assert header_checksum_ok(bytes(whole[len(first) + HEADROOM:]))
+
+
+def assert_net_dropped(datagram: bytes, reason: Drop, sender: str = PUBLIC_B,
+                       codec: VXLANCodec | None = None) -> None:
+    buf, n = load_net(datagram)
+    before = bytes(buf)
+    assert (codec or make_codec()).from_net(buf, n, sender) == (Action.DROP, reason, None)
+    assert bytes(buf) == before
+
+
+@pytest.mark.parametrize("vni", [0, 2, 0xABCDEF, (1 << 24) - 1])
+def test_from_net_wrong_vni(vni: int) -> None:
+    assert_net_dropped(kernel_frame(inbound(), vni=vni), Drop.WRONG_VNI)
+    assert_net_dropped(kernel_frame(arp_request(), vni=vni, dst="ff:ff:ff:ff:ff:ff"),
+                       Drop.WRONG_VNI)
+
+
+@pytest.mark.parametrize("dst_mac", [MAC_B, MAC_C, "7e:3a:01:02:03:02", "00:00:00:00:00:00",
+                                     "fe:ff:ff:ff:ff:ff"])
+def test_from_net_wrong_mac(dst_mac: str) -> None:
+    assert_net_dropped(kernel_frame(inbound(), dst=dst_mac), Drop.WRONG_MAC)
+
+
+@pytest.mark.parametrize("sender", ["192.168.0.99", OWN_PUBLIC, "10.5.2.0", "10.5.2.9",
+                                    "0.0.0.0", "", "192.168.0.2 "])
+def test_from_net_not_a_peer(sender: str) -> None:
+    assert_net_dropped(kernel_frame(inbound()), Drop.NOT_PEER, sender)
+    assert_net_dropped(kernel_frame(arp_request(), dst="ff:ff:ff:ff:ff:ff"), Drop.NOT_PEER,
+                       sender)
+
+
+@pytest.mark.parametrize("dst", ["10.5.2.9", "10.5.0.255", "10.5.2.0", "8.8.8.8", "10.4.1.7",
+                                 "255.255.255.255"])
+def test_from_net_not_our_subnet(dst: str) -> None:
+    assert_net_dropped(kernel_frame(inbound(dst=dst)), Drop.NOT_OUR_SUBNET)
+
+
+@pytest.mark.parametrize("ttl", [0, 1])
+def test_from_net_ttl_expired(ttl: int) -> None:
+    assert_net_dropped(kernel_frame(inbound(ttl=ttl)), Drop.TTL_EXPIRED)
+
+
+GOOD_FRAME: Final = kernel_frame(inbound())
+GOOD_IP: Final = inbound()
+MALFORMED_FRAMES: Final = [
+    *[(f"flags {flags:#04x}", rewrite(GOOD_FRAME, 0, bytes([flags])))
+      for flags in (0x00, 0x04, 0x80, 0xF7)],
+    ("bad inner checksum", rewrite(GOOD_FRAME, HEADROOM + 10, bytes([GOOD_IP[10] ^ 0x01]))),
+    ("ttl changed, checksum not", rewrite(GOOD_FRAME, HEADROOM + 8, b"\x3f")),
+    *[(f"IHL {ihl}", kernel_frame(rewrite(GOOD_IP, 0, bytes([0x40 | ihl]))))
+      for ihl in range(5)],
+    ("total length > frame", rewrite(GOOD_FRAME, HEADROOM + 2, struct.pack("!H", 101))),
+    ("total length < IHL", rewrite(GOOD_FRAME, HEADROOM + 2, struct.pack("!H", 19))),
+    ("header only", GOOD_FRAME[:HEADROOM]),
+    ("short IPv4", GOOD_FRAME[:HEADROOM + 19]),
+    ("short ARP", kernel_frame(arp_request(), dst="ff:ff:ff:ff:ff:ff")[:HEADROOM + 27]),
+    ("ARP not Ethernet/IPv4",
+     kernel_frame(ARP(hwtype=6, op=1, hwsrc=MAC_B, psrc="10.5.2.0", pdst=OWN_VTEP))),
+]
+
+
+@pytest.mark.parametrize(("case", "datagram"), MALFORMED_FRAMES,
+                         ids=[case for case, _ in MALFORMED_FRAMES])
+def test_from_net_malformed(case: str, datagram: bytes) -> None:
+    assert_net_dropped(datagram, Drop.MALFORMED)
+
+
+@pytest.mark.parametrize("payload", [
+    IPv6(src="fd00::1", dst="fd00::2") / UDP() / b"six",
+    Raw(b"LLDP" * 10),
+])
+def test_from_net_not_ipv4(payload: Any) -> None:
+    ethertype = 0x86DD if isinstance(payload, IPv6) else 0x88CC
+    datagram = kernel_frame(payload, type=ethertype)
+    assert Ether(datagram[8:]).type == ethertype
+    assert_net_dropped(datagram, Drop.NOT_IPV4)
+
+
+# --- the codec: ARP for our VTEP --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dst_mac", ["ff:ff:ff:ff:ff:ff", OWN_MAC])
+@pytest.mark.parametrize(("sender", "src_mac", "sender_ip"), [
+    (PUBLIC_B, MAC_B, "10.5.2.0"),
+    (PUBLIC_C, MAC_C, "10.5.3.0"),
+])
+@pytest.mark.parametrize("vni", [1, 0xABCDEF])
+def test_from_net_answers_arp_for_our_vtep(dst_mac: str, sender: str, src_mac: str,
+                                           sender_ip: str, vni: int) -> None:
+    request = kernel_frame(arp_request(sender_ip=sender_ip, sender_mac=src_mac), vni=vni,
+                           dst=dst_mac, src=src_mac)
+    buf, n = load_net(request)
+    action, reason, data = make_codec(vni=vni).from_net(buf, n, sender)
+    assert (action, reason) == (Action.ANSWER, Drop.NONE)
+    address, frame = data
+    assert address == (sender, VXLAN_PORT)
+    assert isinstance(frame, bytes)
+    parsed = VXLAN(frame)
+    assert (int(parsed.flags), parsed.vni) == (0x08, vni)
+    assert (parsed[Ether].dst, parsed[Ether].src, parsed[Ether].type) == (src_mac, OWN_MAC,
+                                                                          0x0806)
+    arp = parsed[ARP]
+    assert (arp.hwtype, arp.ptype, arp.hwlen, arp.plen) == (1, 0x0800, 6, 4)
+    assert arp.op == 2  # is-at
+    assert (arp.hwsrc, arp.psrc) == (OWN_MAC, OWN_VTEP)
+    assert (arp.hwdst, arp.pdst) == (src_mac, sender_ip)
+    assert frame == bytes(VXLAN(flags=0x08, vni=vni) / Ether(dst=src_mac, src=OWN_MAC)
+                          / ARP(op=2, hwsrc=OWN_MAC, psrc=OWN_VTEP, hwdst=src_mac,
+                                pdst=sender_ip))
+
+
+def test_from_net_arp_answer_uses_the_configured_port() -> None:
+    buf, n = load_net(kernel_frame(arp_request(), dst="ff:ff:ff:ff:ff:ff"))
+    action, _, data = make_codec(port=4789).from_net(buf, n, PUBLIC_B)
+    assert action == Action.ANSWER
+    assert data[0] == (PUBLIC_B, 4789)
+
+
+def test_from_net_arp_answer_follows_the_own_subnet() -> None:
+    own = IPv4Network("10.244.17.0/24")
+    codec = make_codec(own=own)
+    buf, n = load_net(kernel_frame(arp_request(target="10.244.17.0"), dst="ff:ff:ff:ff:ff:ff"))
+    action, _, data = codec.from_net(buf, n, PUBLIC_B)
+    assert action == Action.ANSWER
+    assert VXLAN(data[1])[ARP].psrc == "10.244.17.0"
+
+
+@pytest.mark.parametrize("target", ["10.5.1.7", "10.5.1.255", "10.5.2.0", "10.5.3.0",
+                                    OWN_PUBLIC, "0.0.0.0"])
+def test_from_net_arp_for_another_ip(target: str) -> None:
+    assert_net_dropped(kernel_frame(arp_request(target=target), dst="ff:ff:ff:ff:ff:ff"),
+                       Drop.NOT_FOR_US)
+
+
+@pytest.mark.parametrize("op", [2, 3, 0])
+def test_from_net_arp_that_is_not_a_request(op: int) -> None:
+    assert_net_dropped(kernel_frame(arp_request(op=op)), Drop.NOT_FOR_US)
+
+
+# --- the codec: truncation and garbage --------------------------------------------------
+
+TRUNCATED: Final = [
+    kernel_frame(inbound()),
+    kernel_frame(inbound(proto="tcp", size=60)),
+    kernel_frame(inbound(proto="icmp", size=84), dst="ff:ff:ff:ff:ff:ff"),
+    kernel_frame(bytes(IP(src="10.5.2.9", dst="10.5.1.7", options=[IPOption(b"\x94\x04\x00\x00")])
+                       / UDP() / b"opts")),
+    kernel_frame(arp_request(), dst="ff:ff:ff:ff:ff:ff"),
+]
+
+
+@pytest.mark.parametrize("datagram", TRUNCATED)
+def test_from_net_every_truncation_is_dropped(datagram: bytes) -> None:
+    codec = make_codec()
+    buf, n = load_net(datagram)
+    assert codec.from_net(bytearray(buf), n, PUBLIC_B)[0] in {Action.WRITE, Action.ANSWER}
+    for length in range(len(datagram)):
+        expected = (Action.DROP, Drop.MALFORMED, None)
+        assert codec.from_net(bytearray(datagram[:length]), length, PUBLIC_B) == expected
+        assert codec.from_net(buf, length, PUBLIC_B) == expected
+        assert codec.from_net(memoryview(buf)[:length], length, PUBLIC_B) == expected
+    assert bytes(buf[:n]) == datagram
+
+
+ROUTES: Final = {(PUBLIC_B, VXLAN_PORT), (PUBLIC_C, VXLAN_PORT)}
+
+
+def check_tun_verdict(buf: bytearray, verdict: Verdict, n: int) -> None:
+    action, reason, data = verdict
+    assert action in {Action.DROP, Action.SEND}
+    if action == Action.DROP:
+        assert data is None and reason in set(Drop) and reason != Drop.NONE
+    else:
+        assert data in ROUTES
+        assert isinstance(reason, int) and 0 <= reason <= 0xFFFFFFFF
+        assert 20 <= n <= MTU
+        mac = MAC_B if data[0] == PUBLIC_B else MAC_C
+        assert bytes(buf[:HEADROOM]) == kernel_frame(b"", dst=mac, src=OWN_MAC, type=0x0800)
+
+
+def check_net_verdict(verdict: Verdict, n: int) -> None:
+    action, reason, data = verdict
+    assert action in {Action.DROP, Action.WRITE, Action.ANSWER}
+    if action == Action.DROP:
+        assert data is None and reason in set(Drop) and reason != Drop.NONE
+    elif action == Action.WRITE:
+        assert reason == Drop.NONE and 20 <= data <= n - HEADROOM
+    else:
+        assert reason == Drop.NONE
+        address, frame = data
+        assert address == (PUBLIC_B, VXLAN_PORT)
+        assert isinstance(frame, bytes) and len(frame) == HEADROOM + 28
+        assert VXLAN(frame)[ARP].op == 2
+
+
+def test_random_garbage_never_raises() -> None:
+    rng = random.Random(SEED)
+    codec = make_codec()
+    for _ in range(3000):
+        data = rng.randbytes(rng.randrange(0, 1601))
+        buf = bytearray(HEADROOM) + bytearray(data)
+        check_tun_verdict(buf, codec.from_tun(buf, len(data)), len(data))
+        buf, n = load_net(data)
+        check_net_verdict(codec.from_net(buf, n, rng.choice([PUBLIC_B, "192.168.0.50"])), n)
+
+
+def plausible_ipv4(rng: random.Random, length: int, dst_prefix: bytes) -> bytearray:
+    """Random bytes that look enough like IPv4 to get past the first checks."""
+    data = bytearray(rng.randbytes(length))
+    data[0] = 0x40 | (data[0] & 0x0F)
+    if rng.random() < 0.6:
+        data[0] = 0x45 + rng.choice([0, 0, 0, 1, 10])
+        struct.pack_into("!H", data, 2, rng.choice([length, length, rng.randrange(length + 1)]))
+    data[16:19] = dst_prefix
+    ihl = max((data[0] & 0x0F) * 4, 20)
+    if rng.random() < 0.6 and ihl <= length:
+        data[10:12] = b"\0\0"
+        struct.pack_into("!H", data, 10, checksum(data[:ihl]))
+    return data
+
+
+def test_plausible_garbage_from_tun_never_raises() -> None:
+    rng = random.Random(SEED + 1)
+    codec = make_codec()
+    seen: set[int] = set()
+    for _ in range(3000):
+        length = rng.randrange(0, 1601)
+        data = plausible_ipv4(rng, length, bytes([10, 5, rng.choice([1, 2, 3, 4])])) \
+            if length >= 20 else bytearray(rng.randbytes(length))
+        buf = bytearray(HEADROOM) + data
+        verdict = codec.from_tun(buf, length)
+        check_tun_verdict(buf, verdict, length)
+        seen.add(verdict[0] if verdict[0] != Action.DROP else 100 + verdict[1])
+    assert {Action.SEND, 100 + Drop.RUNT, 100 + Drop.NO_ROUTE, 100 + Drop.OVERSIZED} <= seen
+
+
+def test_plausible_garbage_from_net_never_raises() -> None:
+    """Valid VXLAN and Ethernet headers (mostly) in front of random IPv4- or ARP-like
+    payloads: the checks after the header are exercised, not only the first one."""
+    rng = random.Random(SEED + 2)
+    codec = make_codec()
+    seen: set[int] = set()
+    for _ in range(4000):
+        length = rng.randrange(0, 1601 - HEADROOM)
+        ethertype = rng.choice([0x0800, 0x0800, 0x0806, 0x86DD, rng.randrange(65536)])
+        if ethertype == 0x0800 and length >= 20:
+            payload = plausible_ipv4(rng, length, bytes([10, 5, rng.choice([1, 1, 2])]))
+        elif ethertype == 0x0806 and length >= 28:
+            payload = bytearray(rng.randbytes(length))
+            if rng.random() < 0.8:
+                payload[:6] = bytes.fromhex("000108000604")
+                payload[6:8] = bytes([0, rng.choice([1, 1, 2])])
+                payload[24:28] = IPv4Address(rng.choice([OWN_VTEP, "10.5.1.1"])).packed
+        else:
+            payload = bytearray(rng.randbytes(length))
+        header = bytearray(kernel_frame(b"", dst=rng.choice([OWN_MAC, "ff:ff:ff:ff:ff:ff"]),
+                                        type=ethertype))
+        if rng.random() < 0.1:
+            header[rng.randrange(HEADROOM)] = rng.randrange(256)
+        datagram = bytes(header + payload)
+        cut = rng.choice([len(datagram), len(datagram), rng.randrange(len(datagram) + 1)])
+        buf, n = load_net(datagram[:cut])
+        verdict = codec.from_net(buf, n, PUBLIC_B)
+        check_net_verdict(verdict, n)
+        seen.add(verdict[0] if verdict[0] != Action.DROP else 100 + verdict[1])
+    assert {Action.WRITE, Action.ANSWER, 100 + Drop.MALFORMED, 100 + Drop.NOT_IPV4,
+            100 + Drop.NOT_OUR_SUBNET, 100 + Drop.NOT_FOR_US} <= seen
+
+
+# --- the pair test: A's from_tun feeds B's from_net -------------------------------------
+
+
+def hosts(vni: int = VNI, mtu: int = MTU) -> tuple[VXLANCodec, VXLANCodec]:
+    host_a = make_codec(own=OWN, own_mac=OWN_MAC, vni=vni, mtu=mtu,
+                        peers=((PEER_B, PUBLIC_B, MAC_B),))
+    host_b = make_codec(own=PEER_B, own_mac=MAC_B, vni=vni, mtu=mtu,
+                        peers=((OWN, OWN_PUBLIC, OWN_MAC),))
+    return host_a, host_b
+
+
+def assert_intact_but_ttl(original: bytes, out: bytes, hops: int) -> None:
+    assert len(out) == len(original)
+    assert out[:8] == original[:8]
+    assert out[8] == original[8] - hops
+    assert out[9] == original[9]
+    assert out[12:] == original[12:]
+    assert header_checksum_ok(out)
+    assert check_ipv4(out, len(out)) == len(out)
+    assert out == scapy_reencode(original, ttl=original[8] - hops)
+
+
+PAIR_PACKETS: Final = [
+    inner(),
+    inner(proto="tcp", size=40),
+    inner(proto="icmp", size=84),
+    inner(size=MTU, ttl=255),
+    inner(size=MTU, flags="DF", ttl=3),
+    inner(src="10.5.1.200", dst="10.5.2.255", size=29),
+    bytes(IP(src="10.5.1.7", dst="10.5.2.9")),
+    bytes(IP(src="10.5.1.7", dst="10.5.2.9", tos=0xB8, id=65535,
+             options=[IPOption(b"\x94\x04\x00\x00")]) / UDP() / b"options survive"),
+]
+
+
+@pytest.mark.parametrize("packet", PAIR_PACKETS)
+@pytest.mark.parametrize("vni", [1, 0xABCDEF])
+def test_pair_a_to_b(packet: bytes, vni: int) -> None:
+    host_a, host_b = hosts(vni=vni)
+    buf_a, n = load_tun(packet)
+    assert host_a.from_tun(buf_a, n) == (Action.SEND, flow_hash(packet), (PUBLIC_B, VXLAN_PORT))
+    datagram = bytes(buf_a[:HEADROOM + n])  # what goes on the wire after outer IPv4/UDP
+    buf_b, m = load_net(datagram)
+    assert host_b.from_net(buf_b, m, OWN_PUBLIC) == (Action.WRITE, Drop.NONE, len(packet))
+    assert_intact_but_ttl(packet, bytes(buf_b[HEADROOM:HEADROOM + len(packet)]), 2)
+
+
+@pytest.mark.parametrize("ttl", [3, 64, 255])
+def test_pair_b_to_a(ttl: int) -> None:
+    host_a, host_b = hosts()
+    packet = inner(src="10.5.2.9", dst="10.5.1.7", proto="tcp", size=500, ttl=ttl)
+    buf_b, n = load_tun(packet)
+    assert host_b.from_tun(buf_b, n) == (Action.SEND, flow_hash(packet),
+                                         (OWN_PUBLIC, VXLAN_PORT))
+    buf_a, m = load_net(bytes(buf_b[:HEADROOM + n]))
+    assert host_a.from_net(buf_a, m, PUBLIC_B) == (Action.WRITE, Drop.NONE, len(packet))
+    assert_intact_but_ttl(packet, bytes(buf_a[HEADROOM:HEADROOM + n]), 2)
+
+
+def test_pair_ttl_two_expires_at_b() -> None:
+    host_a, host_b = hosts()
+    buf_a, n = load_tun(inner(ttl=2))
+    assert host_a.from_tun(buf_a, n)[0] == Action.SEND
+    buf_b, m = load_net(bytes(buf_a[:HEADROOM + n]))
+    assert host_b.from_net(buf_b, m, OWN_PUBLIC) == (Action.DROP, Drop.TTL_EXPIRED, None)
+
+
+def test_pair_b_refuses_what_a_sends_from_an_unknown_address() -> None:
+    host_a, host_b = hosts()
+    buf_a, n = load_tun(inner())
+    assert host_a.from_tun(buf_a, n)[0] == Action.SEND
+    buf_b, m = load_net(bytes(buf_a[:HEADROOM + n]))
+    assert host_b.from_net(buf_b, m, "192.168.0.66") == (Action.DROP, Drop.NOT_PEER, None)
+
+
+def test_pair_vni_mismatch() -> None:
+    host_a, _ = hosts(vni=1)
+    _, host_b = hosts(vni=2)
+    buf_a, n = load_tun(inner())
+    assert host_a.from_tun(buf_a, n)[0] == Action.SEND
+    buf_b, m = load_net(bytes(buf_a[:HEADROOM + n]))
+    assert host_b.from_net(buf_b, m, OWN_PUBLIC) == (Action.DROP, Drop.WRONG_VNI, None)
+
+
+def test_pair_arp_answer_is_not_answered_again() -> None:
+    """B's answer to a request, fed back to a codec, is a reply: dropped, no ping-pong."""
+    host_a, host_b = hosts()
+    buf, n = load_net(kernel_frame(arp_request(target="10.5.2.0", sender_ip=OWN_VTEP,
+                                               sender_mac=OWN_MAC),
+                                   dst="ff:ff:ff:ff:ff:ff", src=OWN_MAC))
+    action, _, (address, frame) = host_b.from_net(buf, n, OWN_PUBLIC)
+    assert (action, address) == (Action.ANSWER, (OWN_PUBLIC, VXLAN_PORT))
+    buf, n = load_net(frame)
+    assert host_a.from_net(buf, n, PUBLIC_B) == (Action.DROP, Drop.NOT_FOR_US, None)
+
+
+# --- the peer table ---------------------------------------------------------------------
+
+
+def sends_to(codec: VXLANCodec, dst: str) -> tuple[Any, bytes]:
+    """from_tun's route for a packet to `dst` (None if dropped) and the header written."""
+    buf, n = load_tun(inner(dst=dst))
+    action, _, data = codec.from_tun(buf, n)
+    return (data if action == Action.SEND else None), bytes(buf[:HEADROOM])
+
+
+def accepts_from(codec: VXLANCodec, sender: str) -> bool:
+    buf, n = load_net(kernel_frame(inbound()))
+    verdict = codec.from_net(buf, n, sender)
+    assert verdict[:2] in {(Action.WRITE, Drop.NONE), (Action.DROP, Drop.NOT_PEER)}
+    return verdict[0] == Action.WRITE
+
+
+def test_two_subnets_of_one_public_ip() -> None:
+    codec = make_codec(peers=((PEER_B, PUBLIC_B, MAC_B), (PEER_C, PUBLIC_B, MAC_C)))
+    assert sends_to(codec, "10.5.3.1")[0] == (PUBLIC_B, VXLAN_PORT)
+
+    codec.remove_peer(PEER_B)
+    assert accepts_from(codec, PUBLIC_B)
+    assert sends_to(codec, "10.5.2.9")[0] is None
+    route, header = sends_to(codec, "10.5.3.1")
+    assert route == (PUBLIC_B, VXLAN_PORT)
+    assert Ether(header[8:]).dst == MAC_C
+
+    codec.remove_peer(PEER_C)
+    assert not accepts_from(codec, PUBLIC_B)
+    assert sends_to(codec, "10.5.3.1")[0] is None
+
+
+def test_remove_peer_stops_both_directions() -> None:
+    codec = make_codec()
+    codec.remove_peer(PEER_B)
+    assert not accepts_from(codec, PUBLIC_B)
+    assert accepts_from(codec, PUBLIC_C)
+    assert sends_to(codec, "10.5.2.9")[0] is None
+    assert sends_to(codec, "10.5.3.9")[0] == (PUBLIC_C, VXLAN_PORT)
+
+
+@pytest.mark.parametrize("subnet", ["10.5.2.0/25", "10.5.2.0/23", "10.5.0.0/16", "10.5.2.7/32"])
+def test_add_peer_refuses_another_prefix_length(subnet: str) -> None:
+    codec = make_codec(peers=())
+    assert not codec.add_peer(IPv4Network(subnet), IPv4Address(PUBLIC_B), parse_mac(MAC_B))
+    assert not accepts_from(codec, PUBLIC_B)
+    assert sends_to(codec, "10.5.2.0")[0] is None
+
+
+def test_add_peer_twice_is_idempotent() -> None:
+    codec = make_codec(peers=())
+    for _ in range(3):
+        assert codec.add_peer(PEER_B, IPv4Address(PUBLIC_B), parse_mac(MAC_B))
+    assert accepts_from(codec, PUBLIC_B)
+    codec.remove_peer(PEER_B)
+    assert not accepts_from(codec, PUBLIC_B)
+    assert sends_to(codec, "10.5.2.9")[0] is None
+
+
+def test_lease_moving_to_another_public_ip_and_mac() -> None:
+    codec = make_codec()
+    moved_ip, moved_mac = "192.168.0.9", "aa:bb:cc:dd:ee:02"
+    assert codec.add_peer(PEER_B, IPv4Address(moved_ip), parse_mac(moved_mac))
+    assert not accepts_from(codec, PUBLIC_B)
+    assert accepts_from(codec, moved_ip)
+    route, header = sends_to(codec, "10.5.2.9")
+    assert route == (moved_ip, VXLAN_PORT)
+    assert Ether(header[8:]).dst == moved_mac
+    codec.remove_peer(PEER_B)
+    assert not accepts_from(codec, moved_ip)
+
+
+def test_remove_unknown_peer_is_a_no_op() -> None:
+    codec = make_codec()
+    codec.remove_peer(IPv4Network("10.5.9.0/24"))
+    codec.remove_peer(IPv4Network("10.5.4.0/24"))
+    assert accepts_from(codec, PUBLIC_B)
+    assert accepts_from(codec, PUBLIC_C)
+    assert sends_to(codec, "10.5.2.9")[0] == (PUBLIC_B, VXLAN_PORT)
+
+
+@pytest.mark.parametrize("subnet", ["10.5.2.0/25", "10.5.2.0/23", "10.5.2.0/32"])
+def test_remove_peer_of_another_prefix_length_is_a_no_op(subnet: str) -> None:
+    """add_peer refuses these, so they are never peers: removing one leaves 10.5.2.0/24."""
+    codec = make_codec()
+    codec.remove_peer(IPv4Network(subnet))
+    assert accepts_from(codec, PUBLIC_B)
+    assert sends_to(codec, "10.5.2.9")[0] == (PUBLIC_B, VXLAN_PORT)
