@@ -28,6 +28,13 @@ MAIN_TABLE: Final = 254
 T = TypeVar("T")
 
 
+async def collect(result: Any) -> list[Any]:
+    """pyroute2 answers some requests with a list, others with an async generator."""
+    if hasattr(result, "__aiter__"):
+        return [msg async for msg in result]
+    return list(result)
+
+
 class Netlink:
     """One AsyncIPRoute on a private stdlib event loop thread."""
 

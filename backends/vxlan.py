@@ -62,7 +62,7 @@ from tun.vxlan import (
 
 from ._base import BackendContext
 from ._datapath import Action, Drop, PacketEngine, Verdict
-from ._netlink import RTPROT_FLANNEL, Netlink
+from ._netlink import RTPROT_FLANNEL, Netlink, collect
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ class VXLANBackend:
         found = await ipr.link_lookup(ifname=self.config.device)
         if not found:
             return b""
-        links = [msg async for msg in await ipr.link("get", index=found[0])]
+        links = await collect(await ipr.link("get", index=found[0]))
         address = links[0].get("IFLA_ADDRESS") if links else None
         return parse_mac(address) if isinstance(address, str) else b""
 
@@ -361,7 +361,7 @@ class VXLANBackend:
         async def setup(ipr: Any) -> int:
             found = await ipr.link_lookup(ifname=name)
             if found:
-                links = [msg async for msg in await ipr.link("get", index=found[0])]
+                links = await collect(await ipr.link("get", index=found[0]))
                 if _vxlan_matches(links[0], wanted, config.gbp, format_mac(self._mac)):
                     log.info("keeping existing device %s (same parameters)", name)
                 else:
@@ -496,13 +496,16 @@ class VXLANBackend:
         except NetlinkError as exc:
             self._counters["program_errors"] += 1
             log.warning("vxlan: programming %s: %s", peer.subnet, exc.args[-1])
+        except Exception:  # a bug must not take the data plane down: say it, count it
+            self._counters["program_errors"] += 1
+            log.exception("vxlan: programming %s failed", peer.subnet)
 
     async def _is_direct(self, ipr: Any, peer: Peer) -> bool:
         """DirectRouting: is the peer's PublicIP reachable with no gateway (same L2)?"""
         if not self.config.direct_routing:
             return False
         try:
-            routes = [msg async for msg in await ipr.route("get", dst=str(peer.public_ip))]
+            routes = await collect(await ipr.route("get", dst=str(peer.public_ip)))
         except NetlinkError:
             return False
         return bool(routes) and routes[0].get("RTA_GATEWAY") is None \
@@ -559,7 +562,7 @@ class VXLANBackend:
     # -- misses --------------------------------------------------------------------------
 
     async def _answer(self, family: int, dst: str | None, lladdr: str | None) -> None:
-        if family == socket.AF_INET and dst is not None:
+        if dst is not None and family == socket.AF_INET:
             ip = IPv4Address(dst)
             peer = self._by_net.get(int(ip) & self._mask)
             if peer is None or self._direct.get(peer.subnet):
@@ -580,7 +583,7 @@ class VXLANBackend:
             if lazy:
                 self._lazy_used[ip] = time.monotonic()
             self._counters["l3_misses_answered"] += 1
-        elif family == AF_BRIDGE and lladdr is not None:
+        elif lladdr is not None:  # an L2 miss: a MAC, no IP (AF_BRIDGE or AF_UNSPEC)
             try:
                 owner = self._by_mac.get(parse_mac(lladdr))
             except DecodeError:

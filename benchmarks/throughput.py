@@ -6,6 +6,8 @@ Paths (container to container unless noted, MTU 1500 underlay):
   host-gw        flanneld, host-gw backend
   udp            flanneld, udp backend (userspace encapsulation, UDP GSO/GRO batching)
   udp-plain      the same with "Offload": false (one datagram per syscall)
+  vxlan          flanneld, vxlan backend, kernel data plane (target: within 5% of vxlan-kernel)
+  vxlan-userspace  flanneld, vxlan backend, userspace data plane
   socat          `socat TUN<->UDP` carrying flannel's udp format (one packet per syscall)
 
 For each: iperf3 TCP with 1 and 4 streams, and ping RTT. Prints a table, writes JSON.
@@ -119,6 +121,7 @@ def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int,
         for host in (a, b):
             lab.stop_daemon(host)
             lab.exec(host.ns, "ip", "route", "flush", "proto", "70", check=False)
+            lab.exec(host.ns, "ip", "link", "del", "flannel.1", check=False)
 
 
 def has_link(lab: Lab, host: Host, name: str) -> bool:
@@ -181,6 +184,9 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
         "host-gw": lambda lab, a, b: flanneld(lab, a, b, "host-gw", 1500),
         "udp": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472),
         "udp-plain": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472, Offload=False),
+        "vxlan": lambda lab, a, b: flanneld(lab, a, b, "vxlan", 1450),
+        "vxlan-userspace": lambda lab, a, b: flanneld(lab, a, b, "vxlan", 1450,
+                                                      Dataplane="userspace"),
         "socat": socat,
     }
     with lab.running():
@@ -215,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5, help="iperf3 duration per run")
-    parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,udp,udp-plain,socat")
+    parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,vxlan,vxlan-userspace,"
+                                           "udp,udp-plain,socat")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path (medians)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)

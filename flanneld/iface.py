@@ -15,7 +15,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from backends import ExternalInterface
-from backends._netlink import Netlink
+from backends._netlink import Netlink, collect
 
 from .errors import ConfigError
 
@@ -66,11 +66,10 @@ async def _route_oif(ipr: Any, dst: str | None) -> int | None:
                 return int(msg.get("oif"))
         return None
     try:
-        async for msg in await ipr.route("get", dst=dst):
-            return int(msg.get("oif"))
+        answers = await collect(await ipr.route("get", dst=dst))
     except NetlinkError:
         return None
-    return None
+    return int(answers[0].get("RTA_OIF")) if answers else None
 
 
 async def pick_interface(

@@ -217,10 +217,12 @@ def test_host_gw_refuses_to_run_behind_nat(lab: Lab) -> None:
     assert "behind NAT" in log and "Traceback" not in log
 
 
-@pytest.mark.parametrize("backend", ["host-gw", "udp"])
+@pytest.mark.parametrize("backend", ["host-gw", "udp", "vxlan", "vxlan-userspace"])
 def test_the_lab_command_passes_ping_and_iperf3(backend: str) -> None:
+    args = ["--backend", "vxlan", "--dataplane", "userspace"] \
+        if backend == "vxlan-userspace" else ["--backend", backend]
     result = subprocess.run([sys.executable, "-m", "flanneld.lab", "--json", "--seconds", "2",
-                             "--backend", backend],
+                             *args],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout[result.stdout.index("{"):result.stdout.rindex("}") + 1])
@@ -267,6 +269,9 @@ def test_interface_selection(lab: Lab) -> None:
     assert host.daemon is not None and host.daemon.wait(30) == 1
     assert "-iface: none of nope0, missing0 exists" in host.log_file.read_text()
     lab.start_daemon(host, "-iface-regex=^eth", iface=None)
+    lab.wait_ready(host)
+    lab.stop_daemon(host)
+    lab.start_daemon(host, "-iface-can-reach=192.0.2.254", iface=None)
     lab.wait_ready(host)
     lab.stop_daemon(host)
     lab.start_daemon(host, iface=None)  # no -iface and no default route in the namespace
