@@ -105,11 +105,13 @@ def kernel_vxlan(lab: Lab, a: Host, b: Host) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int,
+def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int, wire: bool = False,
              **options: Any) -> Iterator[None]:
     lab.etcdctl("del", "--prefix", "/coreos.com/network/subnets/")
     lab.put_config({"Network": str(NETWORK), "Backend": {"Type": backend, **options}})
     for host in (a, b):  # the old subnet.env steers each daemon back to its subnet
+        if wire:
+            lab.wire_like(host)  # a userspace VXLAN receiver needs wire semantics (lab.py)
         lab.start_daemon(host)
     try:
         for host, subnet in ((a, SUBNETS[0]), (b, SUBNETS[1])):
@@ -122,6 +124,9 @@ def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int,
             lab.stop_daemon(host)
             lab.exec(host.ns, "ip", "route", "flush", "proto", "70", check=False)
             lab.exec(host.ns, "ip", "link", "del", "flannel.1", check=False)
+            if wire:
+                port = f"{lab.prefix}h{host.index}"
+                lab.exec(lab.underlay_ns, "ethtool", "-K", port, "tx", "on", check=False)
 
 
 def has_link(lab: Lab, host: Host, name: str) -> bool:
@@ -185,7 +190,7 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
         "udp": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472),
         "udp-plain": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472, Offload=False),
         "vxlan": lambda lab, a, b: flanneld(lab, a, b, "vxlan", 1450),
-        "vxlan-userspace": lambda lab, a, b: flanneld(lab, a, b, "vxlan", 1450,
+        "vxlan-userspace": lambda lab, a, b: flanneld(lab, a, b, "vxlan", 1450, wire=True,
                                                       Dataplane="userspace"),
         "socat": socat,
     }
@@ -227,11 +232,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so that the lab's teardown runs
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         sys.exit(run(args.seconds, paths, args.json, max(1, args.repeat)))
     except LabError as exc:
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("\ninterrupted; lab torn down", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,42 @@ def check_ipv4(buf: bytes | bytearray | memoryview, n: int) -> int:
     return total
 
 
+def _network_order(value: int) -> int:
+    return ((value & 0xFF) << 8) | (value >> 8) if _LITTLE_ENDIAN else value
+
+
+def complete_partial_checksum(packet: bytearray | memoryview, total: int) -> bool:
+    """Finish a TCP/UDP checksum left unfinished by a sender's checksum offload.
+
+    A kernel that offloads the transport checksum (CHECKSUM_PARTIAL) leaves the folded
+    pseudo-header sum in the checksum field for the NIC to finish. A physical NIC always
+    does; a veth hands the packet on unfinished, so a userspace receiver of a kernel VXLAN
+    peer on a virtual underlay sees such fields. Where the field equals exactly that sum,
+    finish it as the NIC would (True); anything else is left for the kernel to verify. A
+    complete checksum that happens to equal the pseudo-header sum is recomputed to itself.
+    """
+    ihl = (packet[0] & 0x0F) * 4
+    proto = packet[9]
+    if proto == 6:
+        field_at = ihl + 16
+    elif proto == 17:
+        field_at = ihl + 6
+    else:
+        return False
+    if ((packet[6] << 8) | packet[7]) & (FLAG_MF | OFFSET_MASK) or total < field_at + 2:
+        return False
+    stored = (packet[field_at] << 8) | packet[field_at + 1]
+    length = total - ihl
+    pseudo = bytes(packet[12:20]) + bytes((0, proto, length >> 8, length & 0xFF))
+    if stored != _network_order(_ones_sum(pseudo)):
+        return False
+    value = _network_order(~_ones_sum(memoryview(packet)[ihl:total]) & 0xFFFF)
+    if proto == 17 and value == 0:
+        value = 0xFFFF  # RFC 768: a computed zero is sent as all ones
+    packet[field_at], packet[field_at + 1] = value >> 8, value & 0xFF
+    return True
+
+
 def decrement_ttl(buf: bytearray | memoryview) -> bool:
     """TTL - 1 in place with the RFC 1624 incremental checksum; False (and untouched) if the
     packet must be dropped because its TTL would reach 0."""

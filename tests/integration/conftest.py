@@ -24,7 +24,7 @@ HOST_GW = {"Network": "10.5.0.0/16", "Backend": {"Type": "host-gw"}}
 def _require() -> None:
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (network namespaces); run them as root")
-    missing = [t for t in ("ip", "etcd", "etcdctl", "iperf3", "ping", "ss", "ethtool", "socat")
+    missing = [t for t in ("ip", "etcd", "etcdctl", "iperf3", "ping", "ss", "socat", "ethtool")
                if not shutil.which(t)]
     if missing:
         pytest.fail(f"integration tests need {', '.join(missing)}; run the README's test command")

@@ -77,6 +77,8 @@ def vxlan_tx_packets(lab: Lab, host: Host) -> int:
 def test_a_go_flannel_node_and_ours_exchange_traffic(lab: Lab, dataplane: str) -> None:
     lab.put_config(vxlan_config(Dataplane=dataplane))
     ours, go = lab.add_host(), lab.add_host()
+    if dataplane == "userspace":
+        lab.wire_like(ours)
     go_flannel_node(lab, go)
     start(lab, ours)
     go_flannel_add_peer(lab, go, ours)
@@ -100,6 +102,7 @@ def test_a_go_flannel_node_and_ours_exchange_traffic(lab: Lab, dataplane: str) -
 def test_kernel_userspace_and_go_nodes_all_reach_each_other(lab: Lab) -> None:
     lab.put_config(vxlan_config())
     kernel, userspace, go = lab.add_host(), lab.add_host(), lab.add_host()
+    lab.wire_like(userspace)
     go_flannel_node(lab, go)
     start(lab, kernel)
     start(lab, userspace, "-vxlan-dataplane=userspace")
@@ -180,7 +183,7 @@ def kernel_entries(lab: Lab, host: Host) -> tuple[int, int]:
 
 def test_lazy_programming_holds_entries_only_for_the_peers_it_talks_to(lab: Lab) -> None:
     lab.put_config({"Network": "10.0.0.0/8", "SubnetLen": 24,
-                    "Backend": {"Type": "vxlan", "Programming": "lazy", "IdleTimeout": 6}})
+                    "Backend": {"Type": "vxlan", "Programming": "lazy", "IdleTimeout": 10}})
     lab.exec(lab.underlay_ns, sys.executable, "-c", FAKE_LEASES, "1000", timeout=120)
     assert len(lab.leases()) == 1000
     hosts = [lab.add_host() for _ in range(4)]
@@ -195,7 +198,7 @@ def test_lazy_programming_holds_entries_only_for_the_peers_it_talks_to(lab: Lab)
         reach(lab, me, peer)
         reach(lab, peer, me)
     assert kernel_entries(lab, me) == (3, 3)  # one container per peer: 3 + 3, not 1003
-    # idle entries age out (IdleTimeout 6 s; the sweep runs every 3 s)
+    # idle entries age out (IdleTimeout 10 s; the sweep runs every 5 s)
     wait_for("entries to age out", lambda: kernel_entries(lab, me) == (0, 0), timeout=30,
              interval=0.5)
     assert lab.counters(me)["entries_aged_out"] >= 3

@@ -29,6 +29,7 @@ from tun.packet import (
     build_ipv4,
     check_ipv4,
     checksum,
+    complete_partial_checksum,
     decrement_ttl,
     destination,
     fragment,
@@ -609,3 +610,32 @@ def test_fragment_rejects_an_ihl_below_five(ihl: int, tail: int) -> None:
     packet[0] = 0x40 | ihl
     with pytest.raises(DecodeError):
         fragment(packet, 576)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_complete_partial_checksum_finishes_what_offload_left(seed: int) -> None:
+    """A checksum field holding exactly the pseudo-header sum (CHECKSUM_PARTIAL's leftover)
+    is finished to what scapy computes; a complete one is left as it is."""
+    rng = random.Random(seed)
+    payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 1400)))
+    transport: Any = TCP(sport=rng.randrange(65536), dport=5201) if seed % 2 else \
+        UDP(sport=rng.randrange(65536), dport=53)
+    good = bytes(IP(src=f"10.5.{rng.randrange(256)}.7", dst="10.5.9.9") / transport / payload)
+    proto, field_at = (6, 36) if seed % 2 else (17, 26)
+    length = len(good) - 20
+    pseudo = good[12:20] + bytes((0, proto, length >> 8, length & 0xFF))
+    partial = reference_checksum(pseudo) ^ 0xFFFF  # the folded sum, not inverted
+    packet = bytearray(good)
+    packet[field_at:field_at + 2] = partial.to_bytes(2, "big")
+    assert complete_partial_checksum(packet, len(packet))
+    assert bytes(packet) == good
+    untouched = bytearray(good)
+    complete_partial_checksum(untouched, len(untouched))
+    assert bytes(untouched) == good
+
+
+def test_complete_partial_checksum_leaves_other_protocols_and_fragments() -> None:
+    icmp = bytearray(bytes(IP(src="10.5.1.1", dst="10.5.2.2") / ICMP() / (b"x" * 40)))
+    assert not complete_partial_checksum(icmp, len(icmp))
+    fragment_ = bytearray(bytes(IP(src="10.5.1.1", dst="10.5.2.2", flags="MF") / UDP() / b"y"))
+    assert not complete_partial_checksum(fragment_, len(fragment_))
