@@ -8,6 +8,7 @@ One or two dashes; `-flag=value` or `-flag value`; boolean flags take `-flag` or
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,9 @@ FLAGS: Final[tuple[Flag, ...]] = (
          check=_between(0, 65535)),
     Flag("v", 0, "log level for V logs (>0 logs debug)", _int, check=_between(0, 10)),
     Flag("version", False, "print version and exit", _bool),
+    Flag("print-systemd-unit", False, "print a systemd unit for flanneld and exit", _bool),
+    Flag("print-docker-dropin", False,
+         "print a docker.service drop-in that feeds it subnet.env, and exit", _bool),
 )
 _BY_NAME: Final = {flag.name: flag for flag in FLAGS}
 
@@ -141,6 +145,8 @@ class Options:
     healthz_port: int = 0
     v: int = 0
     version: bool = False
+    print_systemd_unit: bool = False
+    print_docker_dropin: bool = False
     help: bool = False
 
 
@@ -228,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(0)
     if options.version:
         print(__version__)
+        sys.exit(0)
+    if options.print_systemd_unit or options.print_docker_dropin:
+        from .systemd import DOCKER_DROPIN, unit_text
+
+        executable = shutil.which("flanneld") or f"{sys.executable} -m flanneld"
+        print(unit_text(executable) if options.print_systemd_unit else DOCKER_DROPIN, end="")
         sys.exit(0)
 
     from .daemon import run_daemon

@@ -14,6 +14,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -25,10 +26,12 @@ from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.manager import LeaseManager, LeaseSettings
 
 from .cli import Options
-from .errors import DecodeError, FlannelError
+from .errors import BackendError, DecodeError, FlannelError
 from .health import HealthServer, HealthState
 from .iface import pick_interface
+from .iptables import IPTables, Rule, forward_rules, keep_rules, masq_rules
 from .subnet_env import format_subnet_env, parse_subnet_env, previous_subnet, write_atomic
+from .systemd import Notifier
 
 log = logging.getLogger("flanneld")
 
@@ -76,6 +79,28 @@ def with_node_overrides(config: NetworkConfig, options: Options) -> NetworkConfi
     return config
 
 
+async def traffic_rules(
+    options: Options, network: IPv4Network, subnet: IPv4Network
+) -> tuple[IPTables, Callable[[], list[Rule]]] | None:
+    """flannel's iptables rules for -ip-masq and -iptables-forward-rules, or None."""
+    if not (options.ip_masq or options.iptables_forward_rules):
+        return None
+    ipt = IPTables()
+    if not await asyncio.to_thread(ipt.available):
+        if options.ip_masq:
+            raise BackendError("-ip-masq needs iptables, which is not installed")
+        log.warning("iptables is not installed: FLANNEL-FWD accept rules not set up "
+                    "(pass -iptables-forward-rules=false to silence this)")
+        return None
+    random_fully = await asyncio.to_thread(ipt.supports_random_fully)
+
+    def rules() -> list[Rule]:
+        wanted = masq_rules(network, subnet, random_fully) if options.ip_masq else []
+        return wanted + (forward_rules(network) if options.iptables_forward_rules else [])
+
+    return ipt, rules
+
+
 async def serve(options: Options) -> None:
     iface = await pick_interface(options.iface, options.iface_regex, options.iface_can_reach,
                                  options.public_ip)
@@ -93,6 +118,7 @@ async def serve(options: Options) -> None:
         renew_margin_s=options.subnet_lease_renew_margin * 60.0,
         previous_subnet=hint,
     ), random.Random())
+    notifier = Notifier()
     health = HealthState()
     server = HealthServer(health, options.healthz_ip, options.healthz_port)
     backend: Backend | None = None
@@ -116,15 +142,28 @@ async def serve(options: Options) -> None:
             "watch_reconnects": manager.watch_reconnects,
             "backend": config.backend.type, **backend.counters(),
         }
-        health.ready = True
+        rules = await traffic_rules(options, config.network, lease.subnet)
+        rules_in = asyncio.Event()
+        if rules is None:
+            rules_in.set()
         log.info("running subnet=%s mtu=%d subnet_file=%s",
                  lease.subnet, backend.mtu, options.subnet_file)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(manager.run_renewal(), name="renewal")
             tasks.create_task(manager.run_watch(backend.apply), name="watch")
             tasks.create_task(backend.run(), name="backend")
+            tasks.create_task(notifier.run_watchdog(), name="watchdog")
+            if rules is not None:
+                ipt, rules_fn = rules
+                tasks.create_task(keep_rules(ipt, rules_fn, options.iptables_resync,
+                                             rules_in.set), name="iptables")
+            await rules_in.wait()
+            health.ready = True  # subnet.env written, rules installed, backend running
+            notifier.notify("READY=1")
+            log.info("ready")
     finally:
         health.ready = False
+        notifier.notify("STOPPING=1")
         await server.close()
         if backend is not None:
             await backend.close()
@@ -161,9 +200,6 @@ async def _main(options: Options) -> int:
 
 def run_daemon(options: Options) -> int:
     setup_logging(options.v)
-    if options.ip_masq:
-        log.error("-ip-masq is not implemented yet; run without it")
-        return 2
     try:
         return uvloop.run(_main(options))
     except KeyboardInterrupt:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -304,3 +306,55 @@ def test_a_conflicting_route_is_replaced(lab: Lab) -> None:
     wait_for("the replaced route", lambda: "via 192.0.2.250" in lab.exec(
         host.ns, "ip", "route", "show", "10.5.250.0/24").stdout, timeout=5)
     assert "192.0.2.99" not in lab.exec(host.ns, "ip", "route", "show", "10.5.250.0/24").stdout
+
+
+def test_sd_notify_ready_watchdog_and_stopping(lab: Lab, tmp_path: Path) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(20)
+        lab.start_daemon(host, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+        messages = [sock.recv(256).decode()]
+        assert "FLANNEL_SUBNET" in host.subnet_env()  # READY=1 only after subnet.env
+        messages += [sock.recv(256).decode() for _ in range(3)]
+        assert "READY=1" in messages and messages.count("WATCHDOG=1") >= 2
+        assert lab.stop_daemon(host) == 0
+        tail = []
+        sock.settimeout(1)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                tail.append(sock.recv(256).decode())
+        assert "STOPPING=1" in tail
+
+
+def test_ip_masq_rules_and_readiness(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    lab.start_daemon(host, "-ip-masq", "-healthz-port=8471", "-iptables-resync=1")
+    subnet = lab.wait_ready(host)
+    assert host.subnet_env()["FLANNEL_IPMASQ"] == "true"
+    wait_for("readyz", lambda: lab.exec(host.ns, "curl", "-s", "-o", "/dev/null", "-w",
+                                        "%{http_code}", f"http://{host.ip}:8471/readyz",
+                                        check=False).stdout == "200", timeout=10)
+    rules = lab.exec(host.ns, "iptables-save").stdout
+    assert f'-A FLANNEL-POSTRTG -s {subnet} -d 10.5.0.0/16 -m comment --comment "flanneld masq"' \
+        " -j RETURN" in rules
+    assert '-A FLANNEL-FWD -s 10.5.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT' \
+        in rules
+    # a rule removed by hand comes back at the next resync
+    lab.exec(host.ns, "iptables", "-t", "nat", "-D", "POSTROUTING", "-m", "comment",
+             "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG")
+    wait_for("the jump rule again", lambda: "-A POSTROUTING" in lab.exec(
+        host.ns, "iptables-save", "-t", "nat").stdout, timeout=10)
+
+
+def test_print_systemd_unit_and_docker_dropin() -> None:
+    unit = subprocess.run([sys.executable, "-m", "flanneld", "--print-systemd-unit"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "Type=notify" in unit and "Restart=on-failure" in unit and "ExecStart=" in unit
+    dropin = subprocess.run([sys.executable, "-m", "flanneld", "-print-docker-dropin"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "EnvironmentFile=/run/flannel/subnet.env" in dropin
+    assert "--bip=${FLANNEL_SUBNET} --mtu=${FLANNEL_MTU}" in dropin
