@@ -46,7 +46,7 @@ async def test_config_missing_then_present(store: EtcdLeaseStore, local_etcd: st
 
 async def test_create_is_exclusive_under_a_race(store: EtcdLeaseStore, local_etcd: str) -> None:
     subnet = IPv4Network("10.5.3.0/24")
-    leases_before = set(etcdctl(local_etcd, "lease", "list").split()[3:])
+    leases_before = {int(x, 16) for x in etcdctl(local_etcd, "lease", "list").split()[3:]}
     other = EtcdLeaseStore(EtcdSettings(endpoints=[local_etcd], prefix=prefix_of(store)))
     try:
         results = await asyncio.gather(*(s.create_lease(subnet, ATTRS, 60)
@@ -58,8 +58,8 @@ async def test_create_is_exclusive_under_a_race(store: EtcdLeaseStore, local_etc
     lease, ttl = winners[0]
     assert ttl == 60 and lease.etcd_lease != 0
     # the losers revoked the etcd leases they were granted: only the winner's is new
-    new_leases = set(etcdctl(local_etcd, "lease", "list").split()[3:]) - leases_before
-    assert new_leases == {f"{lease.etcd_lease:x}"}
+    new_leases = {int(x, 16) for x in etcdctl(local_etcd, "lease", "list").split()[3:]}
+    assert new_leases - leases_before == {lease.etcd_lease}
     key = f"{prefix_of(store)}/subnets/10.5.3.0-24"
     raw = etcdctl(local_etcd, "get", key, "--print-value-only")
     assert raw.strip() == '{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"host-gw"}'
