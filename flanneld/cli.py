@@ -224,8 +224,13 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
 def main(argv: Sequence[str] | None = None) -> None:
     import os
 
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["status"]:
+        from .status import main as status_main
+
+        sys.exit(status_main(args[1:]))
     try:
-        options = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
+        options = parse_args(args, os.environ)
     except UsageError as exc:
         print(f"flanneld: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -134,14 +135,35 @@ async def serve(options: Options) -> None:
         await backend.start(lease)
         write_atomic(options.subnet_file, format_subnet_env(
             config.network, lease.subnet, backend.mtu, options.ip_masq))
-        health.counters = lambda: {
-            "subnet": str(lease.subnet), "peers": len(manager.peers),
-            "lease_expires_in_s": (round(manager.expires_at - time.monotonic(), 1)
-                                   if math.isfinite(manager.expires_at) else None),
-            "lease_renewals": manager.renewals, "watch_connected": manager.watch_connected,
-            "watch_reconnects": manager.watch_reconnects,
-            "backend": config.backend.type, **backend.counters(),
-        }
+        started: Backend = backend
+
+        def counters() -> dict[str, Any]:
+            left_s = manager.expires_at - time.monotonic()
+            finite = math.isfinite(left_s)
+            return {
+                "subnet": str(lease.subnet), "peers": len(manager.peers),
+                "lease_expires_in_s": round(left_s, 1) if finite else None,
+                "lease_expiry_unix": round(time.time() + left_s, 1) if finite else None,
+                "lease_renewals": manager.renewals, "watch_connected": manager.watch_connected,
+                "watch_reconnects": manager.watch_reconnects,
+                "config_rejected": manager.config_rejected,
+                "backend": config.backend.type, **started.counters(),
+            }
+
+        def status() -> dict[str, Any]:
+            snapshot = counters()
+            own = manager.lease or lease
+            return {
+                "lease": {"subnet": str(own.subnet), "public_ip": str(own.attrs.public_ip),
+                          "backend": config.backend.type, "reservation": own.is_reservation,
+                          "expires_in_s": snapshot["lease_expires_in_s"]},
+                "peers": [{"subnet": str(peer.subnet), "public_ip": str(peer.attrs.public_ip),
+                           "backend_type": peer.attrs.backend_type}
+                          for peer in manager.peers.values()],
+                "counters": snapshot,
+            }
+
+        health.counters, health.status = counters, status
         rules = await traffic_rules(options, config.network, lease.subnet)
         rules_in = asyncio.Event()
         if rules is None:
@@ -153,6 +175,7 @@ async def serve(options: Options) -> None:
             tasks.create_task(manager.run_watch(backend.apply), name="watch")
             tasks.create_task(backend.run(), name="backend")
             tasks.create_task(notifier.run_watchdog(), name="watchdog")
+            tasks.create_task(manager.run_config_watch(config), name="config")
             if rules is not None:
                 ipt, rules_fn = rules
                 tasks.create_task(keep_rules(ipt, rules_fn, options.iptables_resync,

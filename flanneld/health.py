@@ -1,5 +1,6 @@
-"""-healthz-ip/-healthz-port: /healthz (200 while running), /readyz (200 once ready) and
-/counters (the lease's and the data path's counters as JSON, for programs).
+"""-healthz-ip/-healthz-port: /healthz (200 while running), /readyz (200 once ready),
+/metrics (Prometheus), /counters and /status (JSON, for programs; `flanneld status` reads
+the latter).
 
 A minimal HTTP/1.0 responder on asyncio streams; enough for probes and curl.
 """
@@ -13,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .metrics import CONTENT_TYPE, render
+
 log = logging.getLogger(__name__)
 
 _REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Unavailable"}
@@ -22,19 +25,25 @@ _REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: 
 class HealthState:
     ready: bool = False
     counters: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
+    status: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
 
 
-def respond(state: HealthState, method: str, path: str) -> tuple[int, str]:
-    """Pure routing: (status, body) for a request line."""
+def respond(state: HealthState, method: str, path: str) -> tuple[int, str, str]:
+    """Routing: (status, content type, body) for a request line."""
+    text, as_json = "text/plain", "application/json"
     if method not in ("GET", "HEAD"):
-        return 405, "method not allowed\n"
+        return 405, text, "method not allowed\n"
     if path == "/healthz":
-        return 200, "ok\n"
+        return 200, text, "ok\n"
     if path == "/readyz":
-        return (200, "ready\n") if state.ready else (503, "not ready\n")
+        return (200, text, "ready\n") if state.ready else (503, text, "not ready\n")
+    if path == "/metrics":
+        return 200, CONTENT_TYPE, render(state.counters).decode()
     if path == "/counters":
-        return 200, json.dumps(state.counters(), sort_keys=True) + "\n"
-    return 404, "not found\n"
+        return 200, as_json, json.dumps(state.counters(), sort_keys=True) + "\n"
+    if path == "/status":
+        return 200, as_json, json.dumps(state.status(), sort_keys=True) + "\n"
+    return 404, text, "not found\n"
 
 
 class HealthServer:
@@ -54,11 +63,11 @@ class HealthServer:
                     pass
             parts = request.decode("latin-1").split()
             method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
-            status, body = respond(self._state, method, path)
-            kind = "application/json" if body.startswith("{") else "text/plain"
+            status, kind, body = respond(self._state, method, path)
+            payload = body.encode()
             head = (f"HTTP/1.0 {status} {_REASONS[status]}\r\nContent-Type: {kind}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-            writer.write(head.encode() + (body.encode() if method != "HEAD" else b""))
+                    f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+            writer.write(head.encode() + (payload if method != "HEAD" else b""))
             await writer.drain()
         except (TimeoutError, ConnectionError):
             pass

@@ -47,15 +47,16 @@ def format_status(doc: Mapping[str, Any]) -> str:
         str(lease.get("subnet", "?")), str(lease.get("public_ip", "?")),
         str(lease.get("backend", "?")), _duration(lease.get("expires_in_s"))]])]
     peers = doc.get("peers", [])
-    rows = [[str(p.get("subnet")), str(p.get("public_ip")), str(p.get("backend_type") or "udp")]
-            for p in sorted(peers, key=lambda p: str(p.get("subnet")))]
+    rows = [[str(peer.get("subnet")), str(peer.get("public_ip")),
+             str(peer.get("backend_type") or "udp")]
+            for peer in sorted(peers, key=lambda peer: str(peer.get("subnet")))]
     parts.append(f"{len(peers)} peers" + (":\n" + _table(["subnet", "public IP", "type"], rows)
                                           if rows else ""))
     counters = {k: v for k, v in doc.get("counters", {}).items()
                 if isinstance(v, int | float) and not isinstance(v, bool) and v}
     if counters:
-        parts.append(_table(["counter", "value"],
-                            [[key, _amount(key, value)] for key, value in sorted(counters.items())]))
+        rows = [[key, _amount(key, value)] for key, value in sorted(counters.items())]
+        parts.append(_table(["counter", "value"], rows))
     return "\n\n".join(parts)
 
 

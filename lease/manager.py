@@ -105,6 +105,7 @@ class LeaseManager:
         self.watch_connected = False
         self.watch_reconnects = 0
         self.renewals = 0
+        self.config_rejected = 0
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -269,6 +270,38 @@ class LeaseManager:
                 "restart flanneld (and what uses subnet.env) to move to it"
             )
         log.info("lease re-acquired subnet=%s", new.subnet)
+
+    # -- watching the config ------------------------------------------------------------
+
+    async def run_config_watch(self, current: NetworkConfig, period_s: float = 5.0) -> None:
+        """Re-read `<prefix>/config` every `period_s`. A bad one is ignored (the last good one
+        stays in force; one line says why); a valid different one is reported once: moving
+        a running node to another network needs a restart, as in flannel."""
+        seen: bytes | None = None
+        while True:
+            await self._clock.sleep(period_s)
+            try:
+                raw = await self._store.get_config()
+            except StoreUnavailable:
+                continue  # the lease watch and renewal report etcd outages
+            if raw == seen:
+                continue
+            seen = raw
+            if raw is None:
+                self.config_rejected += 1
+                log.warning("network config %s was deleted; keeping the last good one",
+                            self._store.config_key)
+                continue
+            try:
+                config = parse_network_config(raw)
+            except ConfigError as exc:
+                self.config_rejected += 1
+                log.warning("ignoring the new network config (%s); keeping the last good one",
+                            exc)
+                continue
+            if config != current:
+                log.warning("the network config changed (network=%s backend=%s); restart "
+                            "flanneld to apply it", config.network, config.backend.type)
 
     # -- watching the peers -------------------------------------------------------------
 

@@ -358,3 +358,72 @@ def test_print_systemd_unit_and_docker_dropin() -> None:
                             capture_output=True, text=True, check=True).stdout
     assert "EnvironmentFile=/run/flannel/subnet.env" in dropin
     assert "--bip=${FLANNEL_SUBNET} --mtu=${FLANNEL_MTU}" in dropin
+
+
+def test_metrics_status_and_a_bad_config_while_running(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    a, b = lab.add_host(), lab.add_host()
+    for host in (a, b):
+        lab.start_daemon(host, "-healthz-port=8471")
+        lab.wait_ready(host)
+
+    def get(path: str) -> str:
+        return lab.exec(a.ns, "curl", "-s", f"http://{a.ip}:8471{path}").stdout
+
+    wait_for("one peer", lambda: '"peers": 1' in get("/counters"), timeout=10)
+    metrics = get("/metrics")
+    for line in ("flanneld_peers 1.0", "flanneld_etcd_watch_connected 1.0",
+                 'flanneld_backend_events_total{backend="host-gw",event="routes_installed"} 1.0'):
+        assert line in metrics, metrics
+    assert "flanneld_lease_expiry_timestamp_seconds " in metrics
+    status = lab.exec(a.ns, sys.executable, "-m", "flanneld", "status", "-healthz-ip", a.ip,
+                      "-healthz-port", "8471").stdout
+    assert str(a.subnet) in status and str(b.subnet) in status and b.ip in status
+    doc = json.loads(lab.exec(a.ns, sys.executable, "-m", "flanneld", "status", "-json",
+                              f"-healthz-ip={a.ip}", "-healthz-port=8471").stdout)
+    assert doc["lease"]["subnet"] == str(a.subnet)
+    assert [p["public_ip"] for p in doc["peers"]] == [b.ip]
+
+    lab.put_config('{"Network": "10.5.0.0/16", "Backend": {"Type": "nosuch"}}x')
+    wait_for("the ignoring line", lambda: "keeping the last good one" in a.log_file.read_text(),
+             timeout=15)
+    assert lab.exec(a.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                    f"http://{a.ip}:8471/readyz").stdout == "200"
+    assert a.daemon is not None and a.daemon.poll() is None
+    assert json.loads(get("/counters"))["config_rejected"] >= 1
+    # the node keeps working: a new peer is still routed
+    lab.etcdctl("put", "/coreos.com/network/subnets/10.5.250.0-24",
+                '{"PublicIP":"192.0.2.250","PublicIPv6":null,"BackendType":"host-gw"}')
+    wait_for("route to the new peer", lambda: "10.5.250.0/24" in routes(lab, a), timeout=10)
+
+
+def test_an_expired_peer_lease_removes_its_routes(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    a, b = lab.add_host(), lab.add_host()
+    start(lab, a)
+    subnet_b = start(lab, b, "-subnet-lease-ttl=6")
+    wait_for("route to b", lambda: str(subnet_b) in routes(lab, a), timeout=10)
+    lab.stop_daemon(b, signal.SIGKILL)  # no more renewals: etcd expires the lease
+    wait_for("b's lease to expire", lambda: f"{subnet_b.network_address}-24" not in lab.leases(),
+             timeout=20, interval=0.5)
+    wait_for("the route to go", lambda: str(subnet_b) not in routes(lab, a), timeout=5)
+
+
+@pytest.mark.parametrize("backend", ["host-gw", "vxlan"])
+def test_a_ping_across_a_restart_loses_at_most_two_packets(lab: Lab, backend: str) -> None:
+    lab.put_config({"Network": "10.5.0.0/16", "Backend": {"Type": backend}})
+    a, b = lab.add_host(), lab.add_host()
+    for host in (a, b):
+        start(lab, host)
+        lab.add_container(host)
+    wait_for("c1 -> c2", partial(lab.can_reach, a, b.container_ip))
+    pinger = subprocess.Popen(["ip", "netns", "exec", a.container_ns, "ping", "-n", "-q",
+                               "-i", "0.05", "-W", "1", "-w", "6", b.container_ip],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(1)  # pings flowing before the restart; the assertion is on the ping's count
+    assert lab.stop_daemon(a) == 0
+    start(lab, a)
+    out, _ = pinger.communicate(timeout=20)
+    summary = next(line for line in out.splitlines() if "received" in line)
+    sent, received = (int(summary.split(",")[i].split()[0]) for i in (0, 1))
+    assert sent - received <= 2, summary
