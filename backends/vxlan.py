@@ -361,7 +361,7 @@ class VXLANBackend:
             "IFLA_VXLAN_ID": config.vni, "IFLA_VXLAN_PORT": config.udp_port,
             "IFLA_VXLAN_LOCAL": str(self._iface.address), "IFLA_VXLAN_LINK": self._iface.index,
             "IFLA_VXLAN_LEARNING": int(config.learning), "IFLA_VXLAN_PROXY": 1,
-            "IFLA_VXLAN_L2MISS": 1, "IFLA_VXLAN_L3MISS": 1,
+            "IFLA_VXLAN_L2MISS": 1, "IFLA_VXLAN_L3MISS": 1, "IFLA_VXLAN_UDP_CSUM": 0,
         }
 
         async def setup(ipr: Any) -> int:
@@ -381,6 +381,7 @@ class VXLANBackend:
                         vxlan_port=config.udp_port, vxlan_local=str(self._iface.address),
                         vxlan_link=self._iface.index, vxlan_learning=config.learning,
                         vxlan_proxy=True, vxlan_l2miss=True, vxlan_l3miss=True,
+                        vxlan_udp_csum=False,  # outer checksum 0, as Go flannel's devices
                         **({"vxlan_gbp": True} if config.gbp else {}))
                 except NetlinkError as exc:
                     raise _NoKernelVXLAN(exc.args[-1]) from None

@@ -116,6 +116,7 @@ class Lab:
     hosts: list[Host] = field(default_factory=list)
     etcd: subprocess.Popen[bytes] | None = None
     namespaces: list[str] = field(default_factory=list)
+    etcd_user: str = ""  # "name:password" once a test turned etcd auth on
 
     @property
     def underlay_ns(self) -> str:
@@ -239,7 +240,8 @@ class Lab:
     def etcdctl(self, *args: str, check: bool = True,
                 input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         env_args = ("env", "ETCDCTL_API=3", "etcdctl", "--dial-timeout=2s",
-                    f"--endpoints=http://127.0.0.1:{ETCD_PORT}")
+                    f"--endpoints=http://127.0.0.1:{ETCD_PORT}",
+                    *([f"--user={self.etcd_user}"] if self.etcd_user else []))
         return sh("ip", "netns", "exec", self.underlay_ns, *env_args, *args, check=check,
                   input_text=input_text)
 
