@@ -11,6 +11,7 @@ here ever spins, logs, or allocates per packet beyond the codec's verdict tuple.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import logging
@@ -19,8 +20,11 @@ import socket
 import struct
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Final, Generic, Protocol, TypeVar
 
+V = TypeVar("V")
+SOCKET_BUFFER: Final = 4 << 20
 MAX_BURST: Final = 256
 BUFFER_SIZE: Final = 65536 + 64
 # UDP GSO/GRO (Python 3.11 lacks the names): SOL_UDP, UDP_SEGMENT, UDP_GRO
@@ -80,6 +84,59 @@ class Codec(Protocol):
     def from_tun(self, buf: bytearray, n: int) -> Verdict: ...
 
     def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict: ...
+
+
+class PeerTable(Generic[V]):
+    """What a codec keeps per peer subnet (`routes`, keyed by the subnet's network address
+    as an int: all leases share SubnetLen, so a lookup is one mask and one probe) and how
+    many subnets each PublicIP holds (`peers`: "is this sender a peer?" in O(1))."""
+
+    def __init__(self, subnet_len: int) -> None:
+        self.subnet_len = subnet_len
+        self.routes: dict[int, V] = {}
+        self.peers: dict[str, int] = {}
+        self._owners: dict[int, str] = {}
+
+    def add(self, subnet: IPv4Network, public_ip: IPv4Address, value: V) -> bool:
+        """False (and nothing stored) for a subnet of another prefix length."""
+        if subnet.prefixlen != self.subnet_len:
+            return False
+        self.remove(subnet)
+        key, ip = int(subnet.network_address), str(public_ip)
+        self.routes[key], self._owners[key] = value, ip
+        self.peers[ip] = self.peers.get(ip, 0) + 1
+        return True
+
+    def remove(self, subnet: IPv4Network) -> None:
+        if subnet.prefixlen != self.subnet_len:
+            return  # add() never took it
+        key = int(subnet.network_address)
+        ip = self._owners.pop(key, None)
+        if ip is None:
+            return
+        del self.routes[key]
+        left = self.peers[ip] - 1
+        if left:
+            self.peers[ip] = left
+        else:
+            del self.peers[ip]
+
+
+def open_udp_socket(address: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to address:port with buffers of SOCKET_BUFFER bytes
+    (the FORCE options need root; without it the kernel's maximum applies). OSError if the
+    address is taken or not ours."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for option in (33, 32):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 class PacketEngine:

@@ -10,7 +10,6 @@ that reaches port 8285), and a TTL that runs out gets an ICMP Time Exceeded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Mapping, Sequence
@@ -33,7 +32,7 @@ from tun.packet import (
 )
 
 from ._base import BackendContext
-from ._datapath import Action, Drop, PacketEngine, Verdict
+from ._datapath import Action, Drop, PacketEngine, PeerTable, Verdict, open_udp_socket
 from ._netlink import RTPROT_FLANNEL, Netlink
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT: Final = 8285
 ENCAP_OVERHEAD: Final = 28  # outer IPv4 + UDP headers
 DEVICE: Final = "flannel0"
-SOCKET_BUFFER: Final = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +73,16 @@ class UDPCodec:
     port: int
     mtu: int  # the largest inner packet one datagram may carry (underlay MTU - 28)
     headroom: int = 0  # the datagram is the bare inner packet
-    routes: dict[int, tuple[str, int]] = field(default_factory=dict)
-    peers: dict[str, int] = field(default_factory=dict)  # PublicIP -> number of subnets
+    table: PeerTable[tuple[str, int]] = field(init=False)
+    routes: dict[int, tuple[str, int]] = field(init=False)  # the table's, for the hot path
+    peers: dict[str, int] = field(init=False)  # PublicIP -> number of subnets
     mask: int = field(init=False)
     own_net: int = field(init=False)
     own_address: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self.table = PeerTable(self.subnet_len)
+        self.routes, self.peers = self.table.routes, self.table.peers
         self.mask = (0xFFFFFFFF << (32 - self.subnet_len)) & 0xFFFFFFFF
         self.own_net = int(self.own_subnet.network_address)
         self.own_address = self.own_net  # flannel0 carries <subnet>.0/32
@@ -89,29 +90,10 @@ class UDPCodec:
     # -- the peer table ----------------------------------------------------------------
 
     def add_peer(self, subnet: IPv4Network, public_ip: IPv4Address) -> bool:
-        if subnet.prefixlen != self.subnet_len:
-            return False
-        key = int(subnet.network_address)
-        old = self.routes.get(key)
-        if old is not None:
-            self._forget(old[0])
-        self.routes[key] = (str(public_ip), self.port)
-        self.peers[str(public_ip)] = self.peers.get(str(public_ip), 0) + 1
-        return True
+        return self.table.add(subnet, public_ip, (str(public_ip), self.port))
 
     def remove_peer(self, subnet: IPv4Network) -> None:
-        if subnet.prefixlen != self.subnet_len:
-            return  # add_peer never took it
-        old = self.routes.pop(int(subnet.network_address), None)
-        if old is not None:
-            self._forget(old[0])
-
-    def _forget(self, ip: str) -> None:
-        left = self.peers.get(ip, 0) - 1
-        if left > 0:
-            self.peers[ip] = left
-        else:
-            self.peers.pop(ip, None)
+        self.table.remove(subnet)
 
     # -- packets -----------------------------------------------------------------------
 
@@ -189,19 +171,11 @@ class UDPBackend:
         return LeaseAttrs(public_ip=self._iface.public_ip)  # no BackendType, as flannel
 
     def _open_socket(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            for option in (33, 32):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE (root)
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            sock.bind((str(self._iface.address), self.config.port))
+            return open_udp_socket(str(self._iface.address), self.config.port)
         except OSError as exc:
-            sock.close()
             raise BackendError(f"udp backend: cannot bind {self._iface.address}:"
                                f"{self.config.port}: {exc.strerror}") from None
-        sock.setblocking(False)
-        return sock
 
     async def start(self, lease: Lease) -> None:
         network = self._context.network

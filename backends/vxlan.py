@@ -61,7 +61,7 @@ from tun.vxlan import (
 )
 
 from ._base import BackendContext
-from ._datapath import Action, Drop, PacketEngine, Verdict
+from ._datapath import Action, Drop, PacketEngine, PeerTable, Verdict, open_udp_socket
 from ._netlink import RTPROT_FLANNEL, Netlink, collect
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,9 @@ class VXLANCodec:
     port: int = VXLAN_PORT
     mtu: int = 1450  # the largest inner packet (underlay MTU - 50)
     headroom: int = HEADROOM
-    routes: dict[int, tuple[tuple[str, int], bytes]] = field(default_factory=dict)
-    peers: dict[str, int] = field(default_factory=dict)  # PublicIP -> number of subnets
+    table: PeerTable[tuple[tuple[str, int], bytes]] = field(init=False)
+    routes: dict[int, tuple[tuple[str, int], bytes]] = field(init=False)  # the table's
+    peers: dict[str, int] = field(init=False)  # PublicIP -> number of subnets
     checksums_completed: int = 0  # inner checksums a peer's offload left unfinished
     mask: int = field(init=False)
     own_net: int = field(init=False)
@@ -190,32 +191,19 @@ class VXLANCodec:
     _vxlan: bytes = field(init=False)
 
     def __post_init__(self) -> None:
+        self.table = PeerTable(self.subnet_len)
+        self.routes, self.peers = self.table.routes, self.table.peers
         self.mask = (0xFFFFFFFF << (32 - self.subnet_len)) & 0xFFFFFFFF
         self.own_net = int(self.own_subnet.network_address)
         self.vtep_ip = self.own_subnet.network_address  # flannel.<VNI> carries <subnet>.0
         self._vxlan = encode_vxlan_header(self.vni)
 
     def add_peer(self, subnet: IPv4Network, public_ip: IPv4Address, vtep_mac: bytes) -> bool:
-        if subnet.prefixlen != self.subnet_len:
-            return False
-        key = int(subnet.network_address)
-        self.remove_peer(subnet)
         header = self._vxlan + encode_ethernet(vtep_mac, self.own_mac, ETHERTYPE_IPV4)
-        self.routes[key] = ((str(public_ip), self.port), header)
-        self.peers[str(public_ip)] = self.peers.get(str(public_ip), 0) + 1
-        return True
+        return self.table.add(subnet, public_ip, ((str(public_ip), self.port), header))
 
     def remove_peer(self, subnet: IPv4Network) -> None:
-        if subnet.prefixlen != self.subnet_len:
-            return  # add_peer never took it
-        old = self.routes.pop(int(subnet.network_address), None)
-        if old is not None:
-            ip = old[0][0]
-            left = self.peers.get(ip, 0) - 1
-            if left > 0:
-                self.peers[ip] = left
-            else:
-                self.peers.pop(ip, None)
+        self.table.remove(subnet)
 
     def from_tun(self, buf: bytearray, n: int) -> Verdict:
         """The inner packet is at buf[22:22+n]; on SEND the header is written in front of it
@@ -429,19 +417,11 @@ class VXLANBackend:
         config = self.config
         self.codec = VXLANCodec(lease.subnet, self._network.subnet_len, config.vni, self._mac,
                                 config.udp_port, self.mtu)
+        address = str(self._iface.address)
         try:
-            listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            listener = open_udp_socket(address, config.udp_port)
             self._sockets.append(listener)
-            listener.bind((str(self._iface.address), config.udp_port))
-            for _ in range(SENDERS):
-                sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                self._sockets.append(sender)
-                sender.bind((str(self._iface.address), 0))
-            for sock in self._sockets:
-                sock.setblocking(False)
-                for option in (33, 32):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
+            self._sockets += [open_udp_socket(address, 0) for _ in range(SENDERS)]
         except OSError as exc:
             raise BackendError(f"vxlan: cannot bind {self._iface.address}:{config.udp_port}: "
                                f"{exc.strerror}") from None
