@@ -12,11 +12,12 @@ from ipaddress import IPv4Address
 from typing import Any, Final
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption, defragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
 from scapy.layers.inet6 import IPv6
 from scapy.utils import checksum as scapy_checksum
 
 from flanneld.errors import DecodeError
+from tests.scapy_ref import header_checksum_ok, reassemble, scapy_reencode
 from tun.packet import (
     FLAG_DF,
     FLAG_MF,
@@ -55,29 +56,6 @@ def reference_checksum(data: bytes) -> int:
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
-
-
-def scapy_reencode(packet: bytes, **changes: Any) -> bytes:
-    """`packet` dissected by scapy, `changes` applied, the IP header checksum recomputed."""
-    parsed = IP(packet)
-    for name, value in changes.items():
-        setattr(parsed, name, value)
-    parsed.chksum = None
-    return bytes(parsed)
-
-
-def header_checksum_ok(packet: bytes) -> bool:
-    """Scapy's verdict on the IPv4 header checksum of `packet`."""
-    return scapy_reencode(packet) == packet[: IP(packet).len]
-
-
-def reassemble(pieces: list[bytes]) -> bytes:
-    """Scapy's reassembly of `pieces` (in order of arrival, the last fragment last): the
-    payload of the one packet it rebuilds."""
-    scapy_defragment: Any = defragment  # scapy's annotations are partial
-    whole = scapy_defragment([IP(piece) for piece in pieces])
-    assert len(whole) == 1
-    return bytes(whole[0][IP].payload)
 
 
 def tcp_packet(ttl: int = 64, payload: bytes = b"hello flannel", **fields: Any) -> bytes:

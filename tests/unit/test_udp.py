@@ -12,13 +12,14 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Final
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption, defragment
+from scapy.layers.inet import ICMP, IP, UDP, IPOption
 from scapy.layers.inet6 import IPv6
 
 from backends._datapath import Action, Drop, Verdict
 from backends.udp import DEFAULT_PORT, UDPCodec, UDPConfig
 from flanneld.errors import ConfigError
 from lease.config import BackendSpec
+from tests.scapy_ref import header_checksum_ok, inner, pair_packets, reassemble, scapy_reencode
 from tun.packet import check_ipv4, checksum
 
 SEED: Final = 8285
@@ -50,43 +51,10 @@ def load(packet: bytes) -> tuple[bytearray, int]:
     return bytearray(packet) + bytearray(b"\xa5" * SLACK), len(packet)
 
 
-def scapy_reencode(packet: bytes, **changes: Any) -> bytes:
-    """`packet` dissected by scapy, `changes` applied, the IP header checksum recomputed."""
-    parsed = IP(packet)
-    for name, value in changes.items():
-        setattr(parsed, name, value)
-    parsed.chksum = None
-    return bytes(parsed)
-
-
-def header_checksum_ok(packet: bytes) -> bool:
-    return scapy_reencode(packet) == packet[: IP(packet).len]
-
-
 def icmp_checksum_ok(reply: bytes) -> bool:
     rebuilt = IP(reply)
     rebuilt[ICMP].chksum = None
     return bytes(rebuilt) == reply and checksum(reply[20:]) == 0
-
-
-def reassemble(pieces: list[bytes]) -> bytes:
-    """Scapy's reassembly of `pieces` (the last fragment last): the rebuilt packet's payload."""
-    scapy_defragment: Any = defragment  # scapy's annotations are partial
-    whole = scapy_defragment([IP(piece) for piece in pieces])
-    assert len(whole) == 1
-    return bytes(whole[0][IP].payload)
-
-
-def inner(src: str = "10.5.1.7", dst: str = "10.5.2.9", ttl: int = 64, size: int = 100,
-          proto: str = "udp", **fields: Any) -> bytes:
-    """An inner IPv4 packet of exactly `size` bytes (at least the headers)."""
-    layer: Any = {"udp": UDP(sport=4000, dport=5000), "tcp": TCP(sport=4000, dport=80),
-                  "icmp": ICMP(type=8, id=7, seq=1)}[proto]
-    header = IP(src=src, dst=dst, ttl=ttl, id=0x4242, **fields) / layer
-    fill = max(size - len(header), 0)
-    packet = bytes(header / bytes(i % 251 for i in range(fill)))
-    assert len(packet) == max(size, len(header))
-    return packet
 
 
 # --- from_tun: routed -------------------------------------------------------------------
@@ -550,20 +518,9 @@ def assert_intact_but_ttl(original: bytes, out: bytes, hops: int) -> None:
     assert check_ipv4(out, len(out)) == len(out)
 
 
-PAIR_PACKETS: Final = [
-    inner(),
-    inner(proto="tcp", size=40),
-    inner(proto="icmp", size=84),
-    inner(size=MTU, ttl=255),
-    inner(size=MTU, flags="DF", ttl=3),
-    inner(src="10.5.1.200", dst="10.5.2.255", size=29),
-    bytes(IP(src="10.5.1.7", dst="10.5.2.9")),
-    bytes(IP(src="10.5.1.7", dst="10.5.2.9", tos=0xB8, id=65535,
-             options=[IPOption(b"\x94\x04\x00\x00")]) / UDP() / b"options survive"),
-]
 
 
-@pytest.mark.parametrize("packet", PAIR_PACKETS)
+@pytest.mark.parametrize("packet", pair_packets(MTU))
 def test_pair_a_to_b(packet: bytes) -> None:
     host_a, host_b = hosts()
     buf_a, n = load(packet)

@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Final
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
+from scapy.layers.inet import IP, TCP, UDP, IPOption
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
@@ -25,6 +25,7 @@ from backends.vxlan import Peer, VXLANCodec, VXLANConfig, peer_of, random_vtep_m
 from flanneld.errors import ConfigError
 from lease.config import BackendSpec
 from lease.model import Lease, LeaseAttrs, backend_data_json
+from tests.scapy_ref import header_checksum_ok, inner, pair_packets, scapy_reencode
 from tun.packet import check_ipv4, checksum
 from tun.vxlan import HEADROOM, VXLAN_PORT, flow_hash, format_mac, parse_mac
 
@@ -59,18 +60,6 @@ def make_codec(own: IPv4Network = OWN, own_mac: str = OWN_MAC, vni: int = VNI,
     return codec
 
 
-def inner(src: str = "10.5.1.7", dst: str = "10.5.2.9", ttl: int = 64, size: int = 100,
-          proto: str = "udp", **fields: Any) -> bytes:
-    """An inner IPv4 packet of exactly `size` bytes (at least the headers)."""
-    layer: Any = {"udp": UDP(sport=4000, dport=5000), "tcp": TCP(sport=4000, dport=80),
-                  "icmp": ICMP(type=8, id=7, seq=1)}[proto]
-    header = IP(src=src, dst=dst, ttl=ttl, id=0x4242, **fields) / layer
-    fill = max(size - len(header), 0)
-    packet = bytes(header / bytes(i % 251 for i in range(fill)))
-    assert len(packet) == max(size, len(header))
-    return packet
-
-
 def inbound(src: str = "10.5.2.9", dst: str = "10.5.1.7", **kwargs: Any) -> bytes:
     return inner(src=src, dst=dst, **kwargs)
 
@@ -101,19 +90,6 @@ def arp_request(target: str = OWN_VTEP, sender_ip: str = "10.5.2.0", sender_mac:
     """What the peer kernel's flannel.<VNI> asks when it has no neighbour for `target`."""
     return ARP(op=op, hwsrc=sender_mac, psrc=sender_ip, hwdst="00:00:00:00:00:00",
                pdst=target)
-
-
-def scapy_reencode(packet: bytes, **changes: Any) -> bytes:
-    """`packet` dissected by scapy, `changes` applied, the IP header checksum recomputed."""
-    parsed = IP(packet)
-    for name, value in changes.items():
-        setattr(parsed, name, value)
-    parsed.chksum = None
-    return bytes(parsed)
-
-
-def header_checksum_ok(packet: bytes) -> bool:
-    return scapy_reencode(packet) == packet[: IP(packet).len]
 
 
 def rewrite(data: bytes, offset: int, value: bytes) -> bytes:
@@ -785,20 +761,9 @@ def assert_intact_but_ttl(original: bytes, out: bytes, hops: int) -> None:
     assert out == scapy_reencode(original, ttl=original[8] - hops)
 
 
-PAIR_PACKETS: Final = [
-    inner(),
-    inner(proto="tcp", size=40),
-    inner(proto="icmp", size=84),
-    inner(size=MTU, ttl=255),
-    inner(size=MTU, flags="DF", ttl=3),
-    inner(src="10.5.1.200", dst="10.5.2.255", size=29),
-    bytes(IP(src="10.5.1.7", dst="10.5.2.9")),
-    bytes(IP(src="10.5.1.7", dst="10.5.2.9", tos=0xB8, id=65535,
-             options=[IPOption(b"\x94\x04\x00\x00")]) / UDP() / b"options survive"),
-]
 
 
-@pytest.mark.parametrize("packet", PAIR_PACKETS)
+@pytest.mark.parametrize("packet", pair_packets(MTU))
 @pytest.mark.parametrize("vni", [1, 0xABCDEF])
 def test_pair_a_to_b(packet: bytes, vni: int) -> None:
     host_a, host_b = hosts(vni=vni)
