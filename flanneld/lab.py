@@ -114,7 +114,8 @@ class Lab:
     prefix: str = field(default_factory=lambda: "fl" + secrets.token_hex(2))
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flanneld-lab-")))
     hosts: list[Host] = field(default_factory=list)
-    etcd: subprocess.Popen[bytes] | None = None
+    etcd: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # member -> etcd
+    etcd_members: int = 1
     namespaces: list[str] = field(default_factory=list)
     etcd_user: str = ""  # "name:password" once a test turned etcd auth on
 
@@ -124,7 +125,7 @@ class Lab:
 
     @property
     def etcd_endpoint(self) -> str:
-        return f"http://{ETCD_IP}:{ETCD_PORT}"
+        return self.etcd_endpoints
 
     # -- topology -----------------------------------------------------------------------
 
@@ -207,40 +208,63 @@ class Lab:
 
     # -- etcd ---------------------------------------------------------------------------
 
-    def start_etcd(self) -> None:
-        data = self.workdir / "etcd"
-        data.mkdir(exist_ok=True)
-        log = (self.workdir / "etcd.log").open("ab")
-        self.etcd = subprocess.Popen(
-            ["ip", "netns", "exec", self.underlay_ns, "etcd", "--name", "lab",
-             "--data-dir", str(data),
-             "--listen-client-urls", f"http://{ETCD_IP}:{ETCD_PORT},http://127.0.0.1:{ETCD_PORT}",
-             "--advertise-client-urls", f"http://{ETCD_IP}:{ETCD_PORT}",
-             "--listen-peer-urls", "http://127.0.0.1:2380",
-             "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-             "--initial-cluster", "lab=http://127.0.0.1:2380"],
-            stdout=log, stderr=log, start_new_session=True,
-        )
-        log.close()
+    def _member_port(self, index: int) -> int:
+        return ETCD_PORT + 100 * index
+
+    def start_etcd(self, members: int | None = None) -> None:
+        """etcd in the underlay namespace: one member, or a cluster of `members` (client
+        ports 2379, 2479, ...). Started again after stop_etcd() with its data kept."""
+        self.etcd_members = members or self.etcd_members
+        cluster = ",".join(f"m{i}=http://127.0.0.1:{self._member_port(i) + 1}"
+                           for i in range(self.etcd_members))
+        for index in range(self.etcd_members):
+            if self.etcd.get(index) is not None:
+                continue
+            port = self._member_port(index)
+            data = self.workdir / f"etcd-m{index}"
+            data.mkdir(exist_ok=True)
+            with (self.workdir / f"etcd-m{index}.log").open("ab") as log:
+                self.etcd[index] = subprocess.Popen(
+                    ["ip", "netns", "exec", self.underlay_ns, "etcd", "--name", f"m{index}",
+                     "--data-dir", str(data),
+                     "--listen-client-urls", f"http://{ETCD_IP}:{port},http://127.0.0.1:{port}",
+                     "--advertise-client-urls", f"http://{ETCD_IP}:{port}",
+                     "--listen-peer-urls", f"http://127.0.0.1:{port + 1}",
+                     "--initial-advertise-peer-urls", f"http://127.0.0.1:{port + 1}",
+                     "--initial-cluster", cluster],
+                    stdout=log, stderr=log, start_new_session=True,
+                )
+
         def healthy() -> bool:
             return self.etcdctl("endpoint", "health", check=False).returncode == 0
 
         wait_for("etcd to answer", healthy, timeout=30, interval=0.1)
 
-    def stop_etcd(self) -> None:
-        if self.etcd is not None:
-            self.etcd.send_signal(signal.SIGTERM)
+    def stop_etcd(self, member: int | None = None) -> None:
+        """Stop one member, or all of them."""
+        for index in [member] if member is not None else list(self.etcd):
+            proc = self.etcd.pop(index, None)
+            if proc is None:
+                continue
+            proc.send_signal(signal.SIGTERM)
             try:
-                self.etcd.wait(10)
+                proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.etcd.kill()
-                self.etcd.wait()
-            self.etcd = None
+                proc.kill()
+                proc.wait()
+
+    @property
+    def etcd_endpoints(self) -> str:
+        """Every member's client URL, as -etcd-endpoints wants them."""
+        return ",".join(f"http://{ETCD_IP}:{self._member_port(i)}"
+                        for i in range(self.etcd_members))
 
     def etcdctl(self, *args: str, check: bool = True,
                 input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        alive = [i for i in range(self.etcd_members) if i in self.etcd] or [0]
+        endpoints = ",".join(f"http://127.0.0.1:{self._member_port(i)}" for i in alive)
         env_args = ("env", "ETCDCTL_API=3", "etcdctl", "--dial-timeout=2s",
-                    f"--endpoints=http://127.0.0.1:{ETCD_PORT}",
+                    f"--endpoints={endpoints}",
                     *([f"--user={self.etcd_user}"] if self.etcd_user else []))
         return sh("ip", "netns", "exec", self.underlay_ns, *env_args, *args, check=check,
                   input_text=input_text)

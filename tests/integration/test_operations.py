@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from functools import partial
@@ -69,3 +70,24 @@ def test_several_endpoints_one_of_them_dead(lab: Lab) -> None:
     lab.start_daemon(host, "-etcd-endpoints=http://192.0.2.254:2399,http://192.0.2.254:2379")
     lab.wait_ready(host)
     assert "Traceback" not in host.log_file.read_text()
+
+
+def test_an_etcd_cluster_member_going_away_is_survived(lab: Lab) -> None:
+    lab.stop_etcd()  # the fixture's single member: replaced by a fresh three-member cluster
+    shutil.rmtree(lab.workdir / "etcd-m0")
+    lab.start_etcd(members=3)
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    lab.start_daemon(host, "-subnet-lease-ttl=6")  # -etcd-endpoints lists all three members
+    subnet = lab.wait_ready(host)
+    key = f"{subnet.network_address}-24"
+    lab.stop_etcd(member=0)  # the first endpoint, the one a client tries first
+    deadline = time.monotonic() + 15  # 2.5 TTLs: renewals must go through the others
+    while time.monotonic() < deadline:
+        assert key in lab.leases(), lab.log_tail(host)
+        time.sleep(1)
+    lab.etcdctl("put", "/coreos.com/network/subnets/10.5.250.0-24",
+                '{"PublicIP":"192.0.2.250","PublicIPv6":null,"BackendType":"host-gw"}')
+    wait_for("the new peer's route", lambda: "10.5.250.0/24" in lab.exec(
+        host.ns, "ip", "route", "show", "proto", "70").stdout, timeout=15)
+    assert host.daemon is not None and host.daemon.poll() is None
