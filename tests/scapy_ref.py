@@ -6,6 +6,8 @@ from typing import Any
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption, defragment
 
+from tun.packet import check_ipv4
+
 
 def scapy_reencode(packet: bytes, **changes: Any) -> bytes:
     """`packet` dissected by scapy, `changes` applied, the IP header checksum recomputed."""
@@ -19,6 +21,19 @@ def scapy_reencode(packet: bytes, **changes: Any) -> bytes:
 def header_checksum_ok(packet: bytes) -> bool:
     """Scapy's verdict on the IPv4 header checksum of `packet`."""
     return scapy_reencode(packet) == packet[: IP(packet).len]
+
+
+def assert_intact_but_ttl(original: bytes, out: bytes, hops: int) -> None:
+    """`out` is `original` after `hops` routers: only the TTL and the header checksum
+    changed, and scapy agrees on the re-encoding."""
+    assert len(out) == len(original)
+    assert out[:8] == original[:8]
+    assert out[8] == original[8] - hops
+    assert out[9] == original[9]
+    assert out[12:] == original[12:]
+    assert header_checksum_ok(out)
+    assert check_ipv4(out, len(out)) == len(out)
+    assert out == scapy_reencode(original, ttl=original[8] - hops)
 
 
 def reassemble(pieces: list[bytes]) -> bytes:

@@ -19,7 +19,14 @@ from backends._datapath import Action, Drop, Verdict
 from backends.udp import DEFAULT_PORT, UDPCodec, UDPConfig
 from flanneld.errors import ConfigError
 from lease.config import BackendSpec
-from tests.scapy_ref import header_checksum_ok, inner, pair_packets, reassemble, scapy_reencode
+from tests.scapy_ref import (
+    assert_intact_but_ttl,
+    header_checksum_ok,
+    inner,
+    pair_packets,
+    reassemble,
+    scapy_reencode,
+)
 from tun.packet import check_ipv4, checksum
 
 SEED: Final = 8285
@@ -506,18 +513,6 @@ def hosts(mtu: int = MTU) -> tuple[UDPCodec, UDPCodec]:
     host_a = make_codec(own=OWN, mtu=mtu, peers=((PEER_B, PUBLIC_B),))
     host_b = make_codec(own=PEER_B, mtu=mtu, peers=((OWN, OWN_PUBLIC),))
     return host_a, host_b
-
-
-def assert_intact_but_ttl(original: bytes, out: bytes, hops: int) -> None:
-    assert len(out) == len(original)
-    assert out[:8] == original[:8]
-    assert out[8] == original[8] - hops
-    assert out[9] == original[9]
-    assert out[12:] == original[12:]
-    assert header_checksum_ok(out)
-    assert check_ipv4(out, len(out)) == len(out)
-
-
 
 
 @pytest.mark.parametrize("packet", pair_packets(MTU))

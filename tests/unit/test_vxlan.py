@@ -25,8 +25,14 @@ from backends.vxlan import Peer, VXLANCodec, VXLANConfig, peer_of, random_vtep_m
 from flanneld.errors import ConfigError
 from lease.config import BackendSpec
 from lease.model import Lease, LeaseAttrs, backend_data_json
-from tests.scapy_ref import header_checksum_ok, inner, pair_packets, scapy_reencode
-from tun.packet import check_ipv4, checksum
+from tests.scapy_ref import (
+    assert_intact_but_ttl,
+    header_checksum_ok,
+    inner,
+    pair_packets,
+    scapy_reencode,
+)
+from tun.packet import checksum
 from tun.vxlan import HEADROOM, VXLAN_PORT, flow_hash, format_mac, parse_mac
 
 SEED: Final = 42
@@ -748,19 +754,6 @@ def hosts(vni: int = VNI, mtu: int = MTU) -> tuple[VXLANCodec, VXLANCodec]:
     host_b = make_codec(own=PEER_B, own_mac=MAC_B, vni=vni, mtu=mtu,
                         peers=((OWN, OWN_PUBLIC, OWN_MAC),))
     return host_a, host_b
-
-
-def assert_intact_but_ttl(original: bytes, out: bytes, hops: int) -> None:
-    assert len(out) == len(original)
-    assert out[:8] == original[:8]
-    assert out[8] == original[8] - hops
-    assert out[9] == original[9]
-    assert out[12:] == original[12:]
-    assert header_checksum_ok(out)
-    assert check_ipv4(out, len(out)) == len(out)
-    assert out == scapy_reencode(original, ttl=original[8] - hops)
-
-
 
 
 @pytest.mark.parametrize("packet", pair_packets(MTU))
