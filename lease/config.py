@@ -8,6 +8,7 @@ limits follow flannel's pkg/subnet/config.go; every error names the field.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -61,12 +62,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a float")
+    return value
+
+
 def loads_strict(text: str | bytes) -> Any:
-    """json.loads as Go reads JSON: NaN/Infinity rejected, lone surrogates rejected.
+    """json.loads as Go reads JSON: NaN/Infinity rejected (also numbers that overflow to
+    infinity, which could not be written back as JSON), lone surrogates rejected.
 
     Raises ValueError (json.JSONDecodeError or UnicodeError are ValueErrors too)."""
-    value = json.loads(text, parse_constant=_reject_constant)
-    json.dumps(value, ensure_ascii=False).encode()  # lone surrogates cannot be re-encoded
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        json.dumps(value, ensure_ascii=False).encode()  # lone surrogates cannot be re-encoded
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     return value
 
 

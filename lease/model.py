@@ -80,6 +80,8 @@ def parse_subnet_key(name: str) -> tuple[IPv4Network, IPv6Network | None]:
         ipv6 = IPv6Network(f"{match[3]}/{match[4]}") if match[3] is not None else None
     except ValueError as exc:
         raise DecodeError(f"subnet key {name!r}: {exc}") from None
+    if subnet_key(subnet, ipv6) != name:  # one subnet, one key: leading zeros etc. refused
+        raise DecodeError(f"subnet key {name!r} is not in canonical form")
     return subnet, ipv6
 
 
