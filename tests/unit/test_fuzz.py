@@ -294,7 +294,7 @@ SHORT_TEXT: Final = st.one_of(
     st.text(st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010, exclude_categories=()),
             max_size=4))
 ANY_TEXT: Final = st.one_of(
-    st.text(st.characters(exclude_categories=()), max_size=200),
+    st.text(st.characters(exclude_categories=()), max_size=120),
     st.text(st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010, exclude_categories=()),
             max_size=20))
 TEXT_PIECES: Final = ("0", "{", "}", "[", "]", ",", ":", '"', "\\", "\\u", "\\ud800", '"\\udfff"',
@@ -764,7 +764,8 @@ def check_ipv4_or_error(data: bytes, n: int) -> None:
 
 # --- fuzzing: lease JSON and network config -----------------------------------------------
 # Each JSON input goes through both JSON decoders: config-like documents mostly exercise
-# parse_network_config, lease-like ones decode_lease_attrs and decode_lease.
+# parse_network_config, lease-like ones decode_lease_attrs (and its round trip through
+# encode_lease_attrs) and decode_lease.
 
 LEASE_KEYS: Final = st.sampled_from(["10.5.34.0-24", "10.5.34.0-24&fc00:0:0:22::-64",
                                      "10.5.34.1-24", "10.5.34.0-33", ""])
@@ -779,24 +780,19 @@ def test_config_like_json_decodes_or_raises_the_decode_error(text: str | bytes) 
 
 @FUZZ
 @given(LEASE_INPUTS, LEASE_KEYS)
-def test_lease_like_json_decodes_or_raises_the_decode_error(value: str | bytes,
-                                                            name: str) -> None:
+# regressions: 1e400 decoded, then re-encoded as Infinity (not JSON); the second the fuzzer's
+@example('{"PublicIP":"10.0.0.1","BackendData":1e400}', "10.5.34.0-24")
+@example('{"PUBLICIP":"0.0.0.0","BACKENDDATA":0,"BACKENDV6DATA":1e400}', "")
+def test_lease_like_json_decodes_or_raises_the_decode_error_and_round_trips(
+        value: str | bytes, name: str) -> None:
     config_or_error(value)
-    attrs = attrs_or_error(value)
+    check_round_trip(value)
     try:
         lease = decode_lease(name, value)
     except DecodeError:
         return
-    assert lease.attrs == attrs
+    assert lease.attrs == decode_lease_attrs(value)
     assert (lease.subnet, lease.ipv6_subnet) == parse_subnet_key(name)
-
-
-@FUZZ
-@given(LEASE_INPUTS)
-@example('{"PublicIP":"10.0.0.1","BackendData":1e400}')  # regression: re-encoded as Infinity
-@example('{"PUBLICIP":"0.0.0.0","BACKENDDATA":0,"BACKENDV6DATA":1e400}')  # regression
-def test_lease_attrs_round_trip(value: str | bytes) -> None:
-    check_round_trip(value)
 
 
 DEPTHS: Final = (500, 990, 1000, 1010, 2000, 100_000)  # around Python's recursion limit
