@@ -195,13 +195,13 @@ def test_compaction_during_a_watch_is_recovered(lab: Lab) -> None:
     assert host.daemon is not None
     host.daemon.send_signal(signal.SIGSTOP)
     try:
+        # cut the daemon's connection first, so that no later event can sit in a buffer
+        lab.exec(host.ns, "ss", "-K", "dst", "192.0.2.254", "dport", "=", "2379")
         lab.etcdctl("del", subnets + "10.5.241.0-24")
         lab.etcdctl("put", subnets + "10.5.242.0-24",
                     '{"PublicIP":"192.0.2.242","PublicIPv6":null,"BackendType":"host-gw"}')
         revision = json.loads(lab.etcdctl("get", "x", "-w", "json").stdout)["header"]["revision"]
         lab.etcdctl("compact", str(revision))
-        # cut the daemon's connection so that the events it has not read are lost to it
-        lab.exec(host.ns, "ss", "-K", "dst", "192.0.2.254", "dport", "=", "2379")
     finally:
         host.daemon.send_signal(signal.SIGCONT)
     wait_for("the diff after re-listing", lambda: "10.5.242.0/24" in routes(lab, host)
