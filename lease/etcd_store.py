@@ -39,6 +39,7 @@ from .store import KeyEvent, Listing, WatchBatch
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S: Final = 5.0
+RECONNECT_CAP_MS: Final = 2_000  # the longest a reconnect waits once etcd is back
 SYSTEM_CA: Final = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -125,7 +126,13 @@ class EtcdLeaseStore:
                 tls["cert_chain"] = _read(settings.certfile, "-etcd-certfile")
                 tls["cert_key"] = _read(settings.keyfile, "-etcd-keyfile")
             tls["tls_server_name"] = host
-        self._channel = ConnectionManager(targets).get_channel(**tls)
+        manager = ConnectionManager(targets)
+        # gRPC's own reconnect back-off grows to 120 s: after a long etcd outage the channel
+        # would stay down for minutes after etcd is back. Ours is the one that matters.
+        manager.grpc_options += [("grpc.initial_reconnect_backoff_ms", 500),
+                                 ("grpc.min_reconnect_backoff_ms", 500),
+                                 ("grpc.max_reconnect_backoff_ms", RECONNECT_CAP_MS)]
+        self._channel = manager.get_channel(**tls)
         self._kv = KVService(self._channel, max_attempts=1)
         self._lease = LeaseService(self._channel, max_attempts=1)
         self._auth = AuthService(self._channel, max_attempts=1)
