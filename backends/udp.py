@@ -32,7 +32,14 @@ from tun.packet import (
 )
 
 from ._base import BackendContext
-from ._datapath import Action, Drop, PacketEngine, PeerTable, Verdict, open_udp_socket
+from ._datapath import (
+    Action,
+    Drop,
+    PacketEngine,
+    PeerTable,
+    Verdict,
+    open_udp_socket,
+)
 from ._netlink import RTPROT_FLANNEL, Netlink
 
 log = logging.getLogger(__name__)
@@ -181,15 +188,15 @@ class UDPBackend:
         network = self._context.network
         self.codec = UDPCodec(lease.subnet, network.subnet_len, self.config.port, self.mtu)
         self._sock = self._open_socket()
-        self._tun = TunDevice.open(DEVICE)
+        self._tun = TunDevice.open(DEVICE, offload=self.config.offload)
         await configure_tun(self._netlink, self._tun.name, lease.subnet.network_address,
                             self.mtu, network.network, RTPROT_FLANNEL)
         self._engine = PacketEngine(self._tun.fd, self._sock, self.codec,
-                                    offload=self.config.offload)
+                                    offload=self.config.offload, vnet_hdr=self._tun.vnet_hdr)
         self._engine.start()
-        log.info("udp backend ready device=%s address=%s/32 mtu=%d port=%d gso=%s gro=%s",
-                 self._tun.name, lease.subnet.network_address, self.mtu, self.config.port,
-                 self._engine.gso, self._engine.gro)
+        log.info("udp backend ready device=%s address=%s/32 mtu=%d port=%d gso=%s gro=%s "
+                 "tun_offload=%s", self._tun.name, lease.subnet.network_address, self.mtu,
+                 self.config.port, self._engine.gso, self._engine.gro, self._tun.vnet_hdr)
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
         assert self.codec is not None

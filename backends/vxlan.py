@@ -61,7 +61,14 @@ from tun.vxlan import (
 )
 
 from ._base import BackendContext
-from ._datapath import Action, Drop, PacketEngine, PeerTable, Verdict, open_udp_socket
+from ._datapath import (
+    Action,
+    Drop,
+    PacketEngine,
+    PeerTable,
+    Verdict,
+    open_udp_socket,
+)
 from ._netlink import RTPROT_FLANNEL, Netlink, collect
 
 log = logging.getLogger(__name__)
@@ -425,16 +432,17 @@ class VXLANBackend:
         except OSError as exc:
             raise BackendError(f"vxlan: cannot bind {self._iface.address}:{config.udp_port}: "
                                f"{exc.strerror}") from None
-        self._tun = TunDevice.open(config.device)
+        self._tun = TunDevice.open(config.device, offload=config.offload)
         await configure_tun(self._netlink, self._tun.name, lease.subnet.network_address,
                             self.mtu, self._network.network, RTPROT_FLANNEL)
         self._engine = PacketEngine(self._tun.fd, listener, self.codec, config.offload,
-                                    senders=self._sockets[1:])
+                                    senders=self._sockets[1:], vnet_hdr=self._tun.vnet_hdr)
         self._engine.start()
         for peer in self._peers.values():
             self.codec.add_peer(peer.subnet, peer.public_ip, peer.vtep_mac)
-        log.info("vxlan backend ready dataplane=userspace device=%s vtep_mac=%s mtu=%d port=%d",
-                 config.device, format_mac(self._mac), self.mtu, config.udp_port)
+        log.info("vxlan backend ready dataplane=userspace device=%s vtep_mac=%s mtu=%d port=%d "
+                 "gso=%s gro=%s tun_offload=%s", config.device, format_mac(self._mac), self.mtu,
+                 config.udp_port, self._engine.gso, self._engine.gro, self._tun.vnet_hdr)
 
     # -- peers ---------------------------------------------------------------------------
 

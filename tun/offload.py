@@ -1,0 +1,363 @@
+"""TCP segmentation and coalescing for a TUN device opened with IFF_VNET_HDR. Pure: numpy
+arrays over caller-owned buffers, no I/O.
+
+With offloads on, the kernel hands the TUN reader one TCP "super-packet" of up to 64 KB
+(one IPv4 + TCP header, then the payload of many segments) and accepts the same back. The
+wire still carries ordinary segments, so on the way out a super-packet is cut into
+segments, each with its own IP total length, IP ID, sequence number, flags and both
+checksums (what a NIC's TSO would do); on the way in, the segments of a UDP GRO batch that
+continue one TCP stream are joined into one super-packet for the kernel (what a NIC's LRO
+would do). A joined segment's checksums are verified first: the kernel trusts a
+super-packet marked NEEDS_CSUM, so a corrupted segment must never be joined. Anything
+irregular (IP options, fragments, SYN/RST/URG, a broken checksum, a gap in the sequence)
+is left to the plain path, where the kernel checks every packet itself.
+
+numpy costs about a microsecond per call whatever the size, so the work is a few calls per
+super-packet on all segments at once: one broadcast of the header template, one column
+write per changing field, one row sum for all checksums.
+
+virtio-net header: include/uapi/linux/virtio_net.h. TCP: RFC 9293. Checksums: RFC 1071.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import numpy as np
+import numpy.typing as npt
+
+VNET_HDR: Final = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_*
+VNET_HDR_LEN: Final = VNET_HDR.size
+NEEDS_CSUM: Final = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
+GSO_NONE: Final = 0
+GSO_TCPV4: Final = 1
+GSO_ECN: Final = 0x80
+PLAIN_HDR: Final = bytes(VNET_HDR_LEN)  # "an ordinary packet; check it yourself"
+MAX_IP_PACKET: Final = 65535
+TCP_CSUM_OFFSET: Final = 16
+
+# TCP flags (byte 13 of the header)
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+CWR: Final = 0x80
+
+U8 = npt.NDArray[np.uint8]
+Sums = npt.NDArray[np.uint64]
+_NATIVE16: Final = np.dtype("=u2")
+_LITTLE: Final = sys.byteorder == "little"
+_INDEX: Final = np.arange(1024, dtype=np.int64)
+
+
+def _swap16(value: int) -> int:
+    """A 16-bit word as the other byte order sees it."""
+    return ((value & 0xFF) << 8) | (value >> 8) if _LITTLE else value
+
+
+@functools.lru_cache(maxsize=64)
+def _row_fields(headroom: int, stride: int) -> np.dtype[np.void]:
+    """The header fields that change from segment to segment, as one record per row (rows
+    `stride` bytes apart, the IPv4 header at `headroom`). `*_n` read and write the same
+    bytes in native order, the order the checksum sums are taken in."""
+    h = headroom
+    fields = {"tot": (">u2", h + 2), "tot_n": ("=u2", h + 2), "id": (">u2", h + 4),
+              "ipsum": (">u2", h + 10), "seq": (">u4", h + 24), "flags": ("u1", h + 33),
+              "tcpsum_n": ("=u2", h + 36)}
+    return np.dtype({"names": list(fields), "formats": [f for f, _ in fields.values()],
+                     "offsets": [o for _, o in fields.values()], "itemsize": stride})
+
+
+def _native_sums(rows: U8, start: int) -> npt.NDArray[np.uint32]:
+    """Per row, the unfolded sum of the 16-bit words from column `start` to the row's end,
+    read in native byte order (the ones'-complement sum commutes with a byte swap, RFC 1071
+    2(B)); an odd last column counts as the first byte of a zero-padded word. Rows are at
+    most 64 KB, so 32 bits hold the sum."""
+    width = rows.shape[1]
+    if width % 2 == 0 and start % 2 == 0 and rows.flags.c_contiguous:
+        words = rows.view(_NATIVE16)[:, start // 2:]
+        return cast(npt.NDArray[np.uint32], np.add.reduce(words, axis=1, dtype=np.uint32))
+    first_bytes = rows[:, start::2].sum(axis=1, dtype=np.uint32)
+    second_bytes = rows[:, start + 1::2].sum(axis=1, dtype=np.uint32)
+    if _LITTLE:
+        return cast(npt.NDArray[np.uint32], first_bytes + (second_bytes << 8))
+    return cast(npt.NDArray[np.uint32], (first_bytes << 8) + second_bytes)
+
+
+def _checksum(sums: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """The Internet checksum for positive unfolded sums: ~fold(sum) & 0xFFFF, which is
+    -sum mod 0xFFFF (a sum that folds to 0xFFFF gives 0, as the standard algorithm does)."""
+    result: npt.NDArray[np.int64] = (-sums.astype(np.int64)) % 0xFFFF
+    return result
+
+
+def _native_pseudo(header: bytes | bytearray | memoryview) -> int:
+    """The native-order sum of the pseudo-header words that do not depend on the length:
+    the addresses and the protocol."""
+    return int(sum(memoryview(header)[12:20].cast("H"))) + _swap16(6)
+
+
+def finish_checksum(packet: bytearray | memoryview, n: int, start: int, offset: int) -> bool:
+    """NEEDS_CSUM on an ordinary packet: the field at start + offset holds the pseudo-header
+    sum; sum from `start` to the end into it, as a NIC would. False if it does not fit."""
+    field = start + offset
+    if start < 0 or field + 2 > n:
+        return False
+    row = np.frombuffer(packet, np.uint8, n - start, start).reshape(1, n - start)
+    value = _swap16(int(_checksum(_native_sums(row, 0))[0]))
+    if value == 0 and packet[0] >> 4 == 4 and packet[9] == 17:
+        value = 0xFFFF  # RFC 768: a computed zero is sent as all ones
+    packet[field], packet[field + 1] = value >> 8, value & 0xFF
+    return True
+
+
+def _set_ip_checksum(buf: bytearray | memoryview, at: int) -> None:
+    """The IPv4 header checksum of the 20-byte header at `at`, written in place."""
+    buf[at + 10] = buf[at + 11] = 0
+    total = sum(struct.unpack_from("!10H", buf, at))
+    value = (-total) % 0xFFFF
+    buf[at + 10], buf[at + 11] = value >> 8, value & 0xFF
+
+
+@functools.lru_cache(maxsize=16)
+def _offsets(gso_size: int) -> npt.NDArray[np.int64]:
+    """Each row's sequence-number offset for segments of `gso_size` bytes."""
+    offsets: npt.NDArray[np.int64] = _INDEX * gso_size
+    return offsets
+
+
+@dataclass(frozen=True, slots=True)
+class Segmented:
+    count: int  # segments written
+    stride: int  # bytes per segment; the last may be shorter
+    used: int  # bytes written in all
+
+
+def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memoryview,
+                 out: bytearray | memoryview) -> Segmented | None:
+    """Cut the IPv4/TCP super-packet packet[:n] into segments of `gso_size` payload bytes,
+    each `prefix` + IP header + TCP header + payload with every field a NIC's TSO sets
+    (total length, sequence, FIN/PSH on the last only, CWR on the first only, both
+    checksums; the IP ID + i, or, with DF set, the same ID in every segment as Linux's
+    GSO does for TCP with fixed IDs, RFC 6864 4.1).
+
+    The segments lie back to back in `out` (all `stride` bytes but the last), ready for one
+    UDP GSO send. The header's TTL, addresses and options are copied as they are (the
+    caller has already decremented the TTL). None if it is not a super-packet we can cut:
+    IP options, not TCP, a fragment, header lengths that do not fit, or too many bytes."""
+    if n < 40 or packet[0] != 0x45 or packet[9] != 6 or gso_size <= 0:
+        return None
+    if (packet[6] << 8 | packet[7]) & 0x3FFF:  # MF or an offset: not a TSO packet
+        return None
+    thl = (packet[32] >> 4) * 4
+    hl = 20 + thl
+    if thl < 20 or hl >= n:
+        return None
+    h = len(prefix)
+    payload_len = n - hl
+    count = -(-payload_len // gso_size)
+    stride = h + hl + gso_size
+    if count * stride > len(out) or count > len(_INDEX):
+        return None
+    last = payload_len - (count - 1) * gso_size
+    full, short = hl + gso_size, hl + last
+    flags = packet[33]
+    ident = (packet[4] << 8) | packet[5]
+    fixed_id = bool(packet[6] & 0x40)  # DF: the ID may stay the same (RFC 6864 4.1)
+    # one header for every row: total length of a full segment, no FIN/PSH/CWR, the IP
+    # checksum that goes with it (the last row and, without DF, the IDs are fixed below)
+    template = bytearray(prefix)
+    template += packet[:hl]
+    template[h + 2:h + 4] = full.to_bytes(2, "big")
+    template[h + 33] = flags & (0xFF & ~(FIN | PSH | CWR)) if count > 1 else flags
+    template[h + 36:h + 38] = b"\0\0"
+    _set_ip_checksum(template, h)
+    rows = np.frombuffer(out, np.uint8, count * stride).reshape(count, stride)
+    rows[:, :h + hl] = np.frombuffer(template, np.uint8)
+    src = np.frombuffer(packet, np.uint8, n)
+    if count > 1:
+        rows[:-1, h + hl:] = src[hl:hl + (count - 1) * gso_size].reshape(count - 1, gso_size)
+    at = (count - 1) * stride
+    out[at + h + hl:at + h + short] = packet[n - last:n]
+    out[at + h + short:at + stride] = bytes(stride - h - short)  # padding for the sums
+    if count > 1:  # the last row: its length, FIN/PSH; the first keeps CWR
+        out[at + h + 2:at + h + 4] = short.to_bytes(2, "big")
+        out[at + h + 33] = flags & (0xFF & ~CWR)
+        out[h + 33] |= flags & CWR
+        _set_ip_checksum(out, at + h)
+    record = np.frombuffer(out, _row_fields(h, stride), count)
+    if not fixed_id and count > 1:
+        index = _INDEX[:count]
+        record["id"] = index + ident  # the cast wraps at 16 bits, as the field does
+        words = struct.unpack_from("!10H", template, h)
+        fixed = int(sum(words)) - words[1] - words[2] - words[5]  # but length, ID, checksum
+        ip_sums = ((index + ident) & 0xFFFF) + (fixed + full)
+        ip_sums[-1] += short - full
+        record["ipsum"] = _checksum(ip_sums)
+    record["seq"] = _offsets(gso_size)[:count] + int.from_bytes(packet[24:28], "big")
+    # TCP: every word of each row (checksum field zero) plus the pseudo-header
+    sums = _native_sums(rows, h + 20) + (_native_pseudo(packet) + _swap16(full - 20))
+    if count > 1 or short != full:
+        sums[-1] += _swap16(short - 20) + 0xFFFF - _swap16(full - 20)
+    record["tcpsum_n"] = _checksum(sums)
+    return Segmented(count, stride, (count - 1) * stride + h + hl + last)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    first: int  # index of the first segment
+    count: int  # segments joined (>= 2)
+
+
+def plan_runs(buf: bytearray | memoryview, n: int, segment: int, headroom: int) -> list[Run]:
+    """Which segments of a UDP GRO batch (buf[:n], datagrams of `segment` bytes, the last
+    maybe shorter, each an inner IPv4 packet at `headroom`) can be joined: runs of two or
+    more that continue one TCP stream, checksums verified, ending at PSH or FIN.
+
+    The bytes of buf after n up to a whole segment must be zero (the caller clears them):
+    the last datagram is summed as a padded row."""
+    count = -(-n // segment)
+    h, t = headroom, headroom + 20
+    if count < 2 or segment < t + 20:
+        return []
+    # the first row decides the shape every row of a run shares (`same` below)
+    first = memoryview(buf)[h:t + 20]
+    thl = (first[32] >> 4) * 4
+    hl = 20 + thl
+    if first[0] != 0x45 or first[9] != 6 or thl < 20 or hl >= segment - h \
+            or (first[6] << 8 | first[7]) & 0x3FFF:
+        return []
+    rows = np.frombuffer(buf, np.uint8, count * segment).reshape(count, segment)
+    record = np.frombuffer(buf, _row_fields(h, segment), count)
+    last = n - (count - 1) * segment - h
+    mss = segment - h - hl
+    limit = max(2, (MAX_IP_PACKET - hl) // max(mss, 1))
+    # the common case first, in few numpy calls: the whole batch is one run
+    if _regular(first, thl) and record["tot"][-1] == last > hl:
+        ends = _one_stream(rows, record, h, hl, mss, last, first)
+        if ends is not None:
+            return _runs(ends, limit)
+    # a row continues the one before: same outer header, same IP header but for length,
+    # ID and checksum, same TCP header but for sequence, PSH/FIN and checksum
+    head = np.ascontiguousarray(rows[:, :h + hl]).view(_NATIVE16)
+    same = ~((head[1:] ^ head[:-1]) & _same_mask(h, hl)).any(axis=1)
+    # the pseudo-header's length (total - 20) in native order is swap(total) - swap(20)
+    pseudo = _native_pseudo(first) + 0xFFFF - _swap16(20)
+    tcp_ok = (_native_sums(rows, t).astype(np.int64) + record["tot_n"] + pseudo) % 0xFFFF == 0
+    seq = record["seq"].astype(np.int64)
+    flags = record["flags"]
+    link = (same & (((seq[1:] - seq[:-1]) & 0xFFFFFFFF) == mss)
+            & (record["tot"][:-1] == segment - h) & ((flags[:-1] & (PSH | FIN)) == 0)
+            & tcp_ok[:-1] & tcp_ok[1:])
+    if record["tot"][-1] != last or last <= hl:
+        link[-1] = False
+    breaks = [0, *(np.flatnonzero(~link) + 1).tolist(), count]
+    return [run for run in _runs(breaks, limit)
+            if _regular(memoryview(buf)[run.first * segment + h:], thl)]
+
+
+def _runs(breaks: list[int], limit: int) -> list[Run]:
+    """Runs of two or more rows between consecutive breaks, at most `limit` rows each."""
+    runs: list[Run] = []
+    for start, end in itertools.pairwise(breaks):
+        at = start
+        while end - at >= 2:
+            size = min(end - at, limit)
+            runs.append(Run(at, size))
+            at += size
+    return runs
+
+
+def _one_stream(rows: U8, record: npt.NDArray[np.void], h: int, hl: int, mss: int,
+                last: int, first: memoryview) -> list[int] | None:
+    """If all rows continue one another (one TCP stream in sequence, headers equal but for
+    the fields that change per segment, every row's IP header and TCP checksum verified:
+    one sum from the IP header on covers both, a valid IP header sums to zero), where the
+    runs start and end: a run ends after a PSH or FIN. None if the batch is irregular."""
+    count = rows.shape[0]
+    full = rows.shape[1] - h
+    seq = record["seq"]
+    head = rows[:, :h + hl]
+    if (np.count_nonzero(record["tot"][:-1] != full)
+            or np.count_nonzero(seq != (_INDEX[:count] * mss + int(seq[0])) % (1 << 32))
+            or np.count_nonzero((head[1:] ^ head[:-1]) & _same_mask8(h, hl))):
+        return None
+    # the pseudo-header: addresses, protocol, TCP length (total - 20), native order
+    pseudo = _native_pseudo(first) + _swap16(full - 20)
+    sums = _native_sums(rows, h).astype(np.int64) + pseudo
+    sums[-1] += _swap16(last - 20) - _swap16(full - 20) + 0xFFFF
+    if np.count_nonzero(sums % 0xFFFF):
+        return None
+    pushed = np.flatnonzero(record["flags"][:-1] & (PSH | FIN))
+    return [0, *(pushed + 1).tolist(), count] if len(pushed) else [0, count]
+
+
+def _regular(packet: memoryview, thl: int) -> bool:
+    """The first segment of a run (the rest equal it): IPv4 without options, not a
+    fragment, TCP with this header length, flags ACK (+PSH/FIN), some payload."""
+    return (packet[0] == 0x45 and packet[9] == 6 and not (packet[6] << 8 | packet[7]) & 0x3FFF
+            and (packet[32] >> 4) * 4 == thl and packet[33] & (0xFF & ~(PSH | FIN)) == ACK)
+
+
+@functools.lru_cache(maxsize=64)
+def _same_mask8(h: int, hl: int) -> U8:
+    """The header bits (outer header, IP, TCP) that must not change from row to row."""
+    mask = np.zeros(h + hl, dtype=np.uint8)
+    mask[_same_columns(h, hl)] = 0xFF
+    mask[h + 33] = 0xFF & ~(PSH | FIN)
+    return mask
+
+
+def _same_mask(h: int, hl: int) -> npt.NDArray[np.uint16]:
+    return cast(npt.NDArray[np.uint16], _same_mask8(h, hl).view(_NATIVE16))
+
+
+@functools.lru_cache(maxsize=64)
+def _same_columns(h: int, hl: int) -> npt.NDArray[np.intp]:
+    t = h + 20
+    columns: npt.NDArray[np.intp] = np.r_[0:h, h:h + 2, h + 6:h + 10, h + 12:h + 20, t:t + 4,
+                                          t + 8:t + 13, t + 14:t + 16, t + 18:h + hl]
+    return columns
+
+
+def join_run(buf: bytearray | memoryview, n: int, segment: int, headroom: int, run: Run,
+             out: bytearray) -> tuple[bytes, int]:
+    """Join the segments of `run` (as plan_runs found them) into one super-packet in `out`:
+    the first segment's headers (as the caller left them, e.g. with the TTL decremented)
+    with the total length and IP checksum fixed, the last segment's PSH/FIN, and the TCP
+    checksum field holding the pseudo-header sum for NEEDS_CSUM. Returns the virtio-net
+    header and the packet's length."""
+    rows = np.frombuffer(buf, np.uint8, -(-n // segment) * segment).reshape(-1, segment)
+    h = headroom
+    first, last = run.first, run.first + run.count - 1
+    thl = (int(rows[first, h + 32]) >> 4) * 4
+    hl = 20 + thl
+    mss = segment - h - hl
+    last_len = min(segment, n - last * segment) - h - hl
+    total = hl + mss * (run.count - 1) + last_len
+    target = np.frombuffer(out, np.uint8, total)
+    target[:hl] = rows[first, h:h + hl]
+    body = target[hl:hl + mss * (run.count - 1)]
+    body[:] = rows[first:last, h + hl:segment].reshape(-1)
+    target[total - last_len:] = rows[last, h + hl:h + hl + last_len]
+    target[33] |= rows[last, h + 33] & (PSH | FIN)
+    out[2], out[3] = total >> 8, total & 0xFF
+    out[10] = out[11] = 0
+    ip_sum = sum(struct.unpack_from("!10H", out, 0))
+    while ip_sum >> 16:
+        ip_sum = (ip_sum & 0xFFFF) + (ip_sum >> 16)
+    ip_sum = ~ip_sum & 0xFFFF
+    out[10], out[11] = ip_sum >> 8, ip_sum & 0xFF
+    pseudo = sum(struct.unpack_from("!4H", out, 12)) + 6 + total - 20
+    while pseudo >> 16:
+        pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+    out[36], out[37] = pseudo >> 8, pseudo & 0xFF
+    header = VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, hl, mss, 20, TCP_CSUM_OFFSET)
+    return header, total
