@@ -55,6 +55,12 @@ def _dataplane(text: str) -> str:
     return text
 
 
+def _offload(text: str) -> str:
+    if text not in ("", "on", "off"):
+        raise ValueError("must be on or off")
+    return text
+
+
 def _ipv6(text: str) -> str:
     return str(IPv6Address(text)) if text else ""
 
@@ -103,6 +109,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
          check=_between(5, 7 * 86400)),
     Flag("vxlan-dataplane", "", "vxlan only: this node's data plane, kernel or userspace "
          "(overrides the network config's Backend.Dataplane)", _dataplane),
+    Flag("offload", "", "udp and userspace vxlan: this node's TUN offloads and UDP GSO/GRO, "
+         "on or off (overrides the network config's Backend.Offload)", _offload),
     Flag("ip-masq", False, "setup IP masquerade rule for traffic destined outside of overlay "
          "network", _bool),
     Flag("iptables-resync", 5, "resync period for iptables rules, in seconds", _int,
@@ -138,6 +146,7 @@ class Options:
     subnet_lease_renew_margin: int = 60
     subnet_lease_ttl: int = 86400
     vxlan_dataplane: str = ""
+    offload: str = ""
     ip_masq: bool = False
     iptables_resync: int = 5
     iptables_forward_rules: bool = True

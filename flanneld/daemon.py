@@ -72,12 +72,20 @@ def _hint_from_subnet_file(path: str) -> IPv4Network | None:
 
 
 def with_node_overrides(config: NetworkConfig, options: Options) -> NetworkConfig:
-    """This node's own choices on top of the shared config (-vxlan-dataplane)."""
+    """This node's own choices on top of the shared config (-vxlan-dataplane, -offload)."""
+    options_ = dict(config.backend.options)
     if options.vxlan_dataplane and config.backend.type == "vxlan":
-        spec = BackendSpec(config.backend.type,
-                           {**config.backend.options, "Dataplane": options.vxlan_dataplane})
-        return dataclasses.replace(config, backend=spec)
-    return config
+        options_ = {**_without(options_, "dataplane"), "Dataplane": options.vxlan_dataplane}
+    if options.offload and config.backend.type in ("udp", "vxlan"):
+        options_ = {**_without(options_, "offload"), "Offload": options.offload == "on"}
+    if options_ == config.backend.options:
+        return config
+    return dataclasses.replace(config, backend=BackendSpec(config.backend.type, options_))
+
+
+def _without(options: dict[str, Any], name: str) -> dict[str, Any]:
+    """`options` without the key `name` in any letter case (flannel matches keys so)."""
+    return {key: value for key, value in options.items() if key.lower() != name}
 
 
 async def traffic_rules(

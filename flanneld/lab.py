@@ -163,10 +163,13 @@ class Lab:
         unfinished checksums straight into the receiving namespace, where a userspace
         VXLAN data plane's UDP socket would get them; a NIC on a wire segments and
         finishes them. Called for hosts that run the userspace VXLAN data plane; the
-        kernel paths keep their offloads, so benchmarks stay realistic for them."""
+        kernel paths keep their offloads, so benchmarks stay realistic for them. Like a
+        NIC's driver, the host's end runs GRO, so UDP GRO batches still reach a socket
+        that asks for them."""
         port = f"{self.prefix}h{host.index}" if not host.address else f"{self.prefix}r{host.index}"
         ns = self.underlay_ns if not host.address else f"{self.prefix}-rt"
         self.exec(ns, "ethtool", "-K", port, "tx", "off")
+        self.exec(host.ns, "ethtool", "-K", "eth0", "gro", "on")
 
     def add_routed_host(self) -> Host:
         """A host on 198.51.100.0/24, reachable from the others only through a router

@@ -4,6 +4,7 @@ plus FLANNELD_* environment variables (FLANNEL.md §5)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import types
@@ -15,6 +16,8 @@ import pytest
 import flanneld
 from flanneld import cli
 from flanneld.cli import Options, UsageError, main, parse_args, usage
+from flanneld.daemon import with_node_overrides
+from lease.config import parse_network_config
 
 # Every flag FLANNEL.md §5 lists; the usage text and the parser must know each one.
 FLANNEL_FLAGS: Final = (
@@ -577,3 +580,32 @@ def test_main_help_prints_usage_and_exits_0(
     assert usage() in text
     for flag in cli.FLAGS:  # FLANNEL.md's full list: test_usage_names_every_flag
         assert f"-{flag.name}" in text, flag.name
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], ""), (["-offload=on"], "on"), (["--offload", "off"], "off"),
+])
+def test_offload_flag(argv: list[str], expected: str) -> None:
+    assert parse(*argv).offload == expected
+
+
+def test_offload_flag_rejects_other_values() -> None:
+    assert "offload" in usage_error(["-offload=yes"])
+
+
+@pytest.mark.parametrize(("backend", "flag", "expected"), [
+    ({"Type": "udp"}, "off", False),
+    ({"Type": "udp", "offload": True}, "off", False),
+    ({"Type": "vxlan", "OFFLOAD": False}, "on", True),
+])
+def test_offload_flag_overrides_the_network_config(backend: dict[str, object], flag: str,
+                                                    expected: bool) -> None:
+    config = parse_network_config(json.dumps({"Network": "10.5.0.0/16", "Backend": backend}))
+    changed = with_node_overrides(config, dataclasses.replace(Options(), offload=flag))
+    assert changed.backend.option("Offload") is expected
+    assert changed.backend.type == config.backend.type
+
+
+def test_no_override_keeps_the_config() -> None:
+    config = parse_network_config('{"Network": "10.5.0.0/16", "Backend": {"Type": "host-gw"}}')
+    assert with_node_overrides(config, dataclasses.replace(Options(), offload="off")) is config
