@@ -4,14 +4,19 @@ Paths (container to container unless noted, MTU 1500 underlay):
   underlay       host to host over the veth+bridge underlay itself (the ceiling)
   vxlan-kernel   a Linux VXLAN pair configured by hand (the reference: ratios are to it)
   host-gw        flanneld, host-gw backend
-  udp            flanneld, udp backend (userspace encapsulation, UDP GSO/GRO batching)
-  udp-plain      the same with "Offload": false (one datagram per syscall)
   vxlan          flanneld, vxlan backend, kernel data plane (target: within 5% of vxlan-kernel)
-  vxlan-userspace  flanneld, vxlan backend, userspace data plane
+  vxlan-userspace        flanneld, vxlan backend, userspace data plane, offloads on
+  vxlan-userspace-plain  the same with "Offload": false (one datagram per syscall)
+  udp            flanneld, udp backend (TUN TSO + UDP GSO/GRO, cut and joined in userspace)
+  udp-plain      the same with "Offload": false
   socat          `socat TUN<->UDP` carrying flannel's udp format (one packet per syscall)
 
-For each: iperf3 TCP with 1 and 4 streams, and ping RTT. Prints a table, writes JSON.
-Run as root:  python3 -m benchmarks.throughput [--seconds 5] [--repeat 3] [--json out.json]
+For each: iperf3 TCP with 1 and 4 streams, UDP packets per second at 64-byte payloads
+(iperf3 -u -l 64 -b 0, counted at the receiver), ping RTT, and CPU per Gbit/s (all cores of
+the machine, busy time during the 1-stream run: the peer's softirq work lands in the
+sender's syscalls, so per-process figures mislead). Prints a table, writes JSON and a PNG
+bar chart.
+Run as root:  python3 -m benchmarks.throughput [--seconds 4] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import signal
 import statistics
@@ -45,7 +51,8 @@ def set_mtu(lab: Lab, host: Host, mtu: int) -> None:
 
 
 def measure(lab: Lab, a: Host, b: Host, seconds: float, direct: bool = False) -> dict[str, Any]:
-    """iperf3 1 and 4 streams a->b, ping RTT; `direct` uses the hosts' underlay addresses."""
+    """iperf3 TCP with 1 and 4 streams, UDP pps at 64 bytes, ping RTT and CPU per Gbit/s,
+    a->b; `direct` uses the hosts' underlay addresses."""
     if direct:
         client, server, ip = a.ns, b.ns, b.ip
     else:
@@ -54,26 +61,51 @@ def measure(lab: Lab, a: Host, b: Host, seconds: float, direct: bool = False) ->
         client, "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0, timeout=15)
     result: dict[str, Any] = {}
     for streams in (1, 4):
-        result[f"gbit_s_{streams}"] = iperf3(lab, client, server, ip, seconds, streams) / 1e9
+        before = cpu_times()
+        report = iperf3(lab, client, server, ip, seconds, "-P", str(streams))
+        busy = cpu_busy(before, cpu_times())
+        result[f"gbit_s_{streams}"] = report["end"]["sum_received"]["bits_per_second"] / 1e9
+        if streams == 1:
+            result["cpu_cores"] = busy
+            result["cpu_per_gbit_s"] = busy / max(result["gbit_s_1"], 1e-9)
+    udp = iperf3(lab, client, server, ip, seconds, "-u", "-l", "64", "-b", "0")["end"]["sum"]
+    result["pps_64"] = max(0, udp["packets"] - udp["lost_packets"]) / udp["seconds"]
     out = lab.exec(client, "ping", "-q", "-c", "20", "-i", "0.05", ip, check=False).stdout
     rtt = [line for line in out.splitlines() if line.startswith("rtt")]
     result["rtt_ms"] = float(rtt[0].split("=")[1].split("/")[1]) if rtt else float("nan")
     return result
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How many CPUs were busy, on average, between two cpu_times() samples."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return busy / total * (os.cpu_count() or 1) if total else float("nan")
+
+
 def iperf3(lab: Lab, client_ns: str, server_ns: str, ip: str, seconds: float,
-           streams: int) -> float:
+           *options: str) -> dict[str, Any]:
+    """One iperf3 run (a fresh one-off server in `server_ns`); its JSON report."""
     server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", ip],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for("iperf3 server", lambda: lab.exec(server_ns, "ss", "-Hltn",
                                                    "sport = :5201").stdout, timeout=10)
-        out = lab.exec(client_ns, "iperf3", "-J", "-c", ip, "-t", f"{seconds:g}", "-P",
-                       str(streams), check=False, timeout=seconds + 30).stdout
-        report = json.loads(out)
+        out = lab.exec(client_ns, "iperf3", "-J", "-c", ip, "-t", f"{seconds:g}", *options,
+                       check=False, timeout=seconds + 30).stdout
+        try:
+            report: dict[str, Any] = json.loads(out)
+        except ValueError:
+            raise LabError(f"iperf3 {' '.join(options)}: no report") from None
         if "error" in report:
-            raise LabError(f"iperf3: {report['error']}")
-        return float(report["end"]["sum_received"]["bits_per_second"])
+            raise LabError(f"iperf3 {' '.join(options)}: {report['error']}")
+        return report
     finally:
         if server.poll() is None:
             server.kill()
@@ -162,14 +194,54 @@ def socat(lab: Lab, a: Host, b: Host) -> Iterator[None]:
             proc.wait(5)
 
 
+COLUMNS = ("path", "1 stream", "4 streams", "x kernel VXLAN", "64 B UDP", "RTT",
+           "CPU per Gbit/s")
+
+
+def _row(r: dict[str, Any]) -> list[str]:
+    return [r["path"], f"{r['gbit_s_1']:.2f} Gbit/s", f"{r['gbit_s_4']:.2f} Gbit/s",
+            f"{r['ratio_to_vxlan_kernel']:.2f}", f"{r['pps_64'] / 1e3:.0f} kpps",
+            f"{r['rtt_ms']:.3f} ms", f"{r['cpu_per_gbit_s']:.2f} cores"]
+
+
 def _table(rows: Sequence[dict[str, Any]]) -> str:
-    headers = ["path", "1 stream", "4 streams", "ratio (1 stream)", "RTT"]
-    lines = [[r["path"], f"{r['gbit_s_1']:.2f} Gbit/s", f"{r['gbit_s_4']:.2f} Gbit/s",
-              f"{r['ratio_to_vxlan_kernel']:.2f} x", f"{r['rtt_ms']:.3f} ms"] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(headers, *lines, strict=True)]
+    lines = [_row(r) for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(COLUMNS, *lines, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths)),
+    return "\n".join([fmt.format(*COLUMNS), fmt.format(*("-" * w for w in widths)),
                       *(fmt.format(*line) for line in lines)])
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The same table for the README."""
+    return "\n".join(["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
+                      *("| " + " | ".join(_row(r)) + " |" for r in rows)])
+
+
+def chart(rows: Sequence[dict[str, Any]], target: Path) -> None:
+    """Bars: Gbit/s (1 TCP stream) and 64-byte packets per second, per path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["path"] for r in rows][::-1]
+    figure, (rate, pps) = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 1.6))
+    bars = rate.barh(names, [r["gbit_s_1"] for r in rows][::-1], color="#4c72b0")
+    rate.bar_label(bars, [f"{r['gbit_s_1']:.2f} ({r['ratio_to_vxlan_kernel']:.2f}x)"
+                          for r in rows][::-1], padding=3, fontsize=8)
+    rate.set_xlabel("Gbit/s, 1 TCP stream (x kernel VXLAN)")
+    rate.set_xlim(0, max(r["gbit_s_1"] for r in rows) * 1.35)
+    bars = pps.barh(names, [r["pps_64"] / 1e3 for r in rows][::-1], color="#dd8452")
+    pps.bar_label(bars, [f"{r['pps_64'] / 1e3:.0f}k" for r in rows][::-1], padding=3,
+                  fontsize=8)
+    pps.set_xlabel("thousand packets/s, UDP with 64-byte payloads")
+    pps.set_xlim(0, max(r["pps_64"] for r in rows) / 1e3 * 1.25)
+    pps.set_yticklabels([])
+    figure.suptitle("flanneld-py data paths, two namespace hosts, MTU 1500")
+    figure.tight_layout()
+    figure.savefig(target, dpi=110)
+    plt.close(figure)
 
 
 def median_of(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -192,6 +264,8 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
         "vxlan": lambda lab, a, b: flanneld(lab, a, b, "vxlan", 1450),
         "vxlan-userspace": lambda lab, a, b: flanneld(lab, a, b, "vxlan", 1450, wire=True,
                                                       Dataplane="userspace"),
+        "vxlan-userspace-plain": lambda lab, a, b: flanneld(
+            lab, a, b, "vxlan", 1450, wire=True, Dataplane="userspace", Offload=False),
         "socat": socat,
     }
     with lab.running():
@@ -214,11 +288,14 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
         row["ratio_to_vxlan_kernel"] = row["gbit_s_1"] / reference
     print()
     print(_table(rows))
-    report = {"seconds": seconds, "repeat": repeat, "kernel": platform.release(), "paths": rows}
+    report = {"seconds": seconds, "repeat": repeat, "kernel": platform.release(),
+              "cpus": os.cpu_count(), "paths": rows}
     target = out or RESULTS / "throughput.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON: {target}")
+    picture = target.with_suffix(".png")
+    chart(rows, picture)
+    print(f"\nJSON: {target}\nchart: {picture}")
     return 0
 
 
@@ -227,11 +304,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5, help="iperf3 duration per run")
     parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,vxlan,vxlan-userspace,"
-                                           "udp,udp-plain,socat")
+                                           "vxlan-userspace-plain,udp,udp-plain,socat")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path (medians)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    known = parser.get_default("paths").split(",")
+    unknown = [p for p in paths if p not in known]
+    if unknown or not paths:
+        parser.error(f"unknown path {', '.join(unknown)}; known: {', '.join(known)}"
+                     if unknown else "no path to measure")
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # so that the lab's teardown runs
