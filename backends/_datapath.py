@@ -50,6 +50,7 @@ UDP_GRO: Final = 104
 MAX_SEGMENTS: Final = 64
 NET_GROUP: Final = 3 * 65536  # GRO batches gathered for one planning pass
 MIN_JOIN: Final = 4  # fewer segments cost less one by one than through the planner
+SMALL: Final = 512  # datagrams this small (pings, ACKs) go on at once: latency matters more
 MAX_GSO_BYTES: Final = 65507 - 8  # one UDP datagram's payload limit, as the kernel sees it
 _U16: Final = struct.Struct("=H")
 _GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)
@@ -331,8 +332,8 @@ class PacketEngine:
         """An ordinary datagram into the outbox: it leaves with the others of the burst for
         the same peer and of the same size (the last may be shorter) in one GSO send."""
         total = len(datagram)
-        if not self.gso:
-            self._send(datagram, key[0], total, 1, key[1])
+        if not self.gso or (total < SMALL and not self._out_count):
+            self._send(datagram, key[0], total, 1, key[1])  # nothing to gain by waiting
             return
         if key != self._out_key or total > self._out_size \
                 or self._out_count >= segments_per_send(self._out_size) \
@@ -447,7 +448,7 @@ class PacketEngine:
                 continue
             used += n
             group_segment, group_src = segment, src
-            if n % segment or used > NET_GROUP:
+            if n % segment or used > NET_GROUP or segment < SMALL:
                 self._deliver(used, segment, src)
                 used = 0
         if used:
