@@ -54,7 +54,7 @@ U8 = npt.NDArray[np.uint8]
 Sums = npt.NDArray[np.uint64]
 _NATIVE16: Final = np.dtype("=u2")
 _LITTLE: Final = sys.byteorder == "little"
-_INDEX: Final = np.arange(1024, dtype=np.int64)
+_INDEX: Final = np.arange(8192, dtype=np.int64)  # rows numbered without a new array
 
 
 def _swap16(value: int) -> int:
@@ -75,17 +75,18 @@ def _row_fields(headroom: int, stride: int) -> np.dtype[np.void]:
                      "offsets": [o for _, o in fields.values()], "itemsize": stride})
 
 
-def _native_sums(rows: U8, start: int) -> npt.NDArray[np.uint32]:
-    """Per row, the unfolded sum of the 16-bit words from column `start` to the row's end,
-    read in native byte order (the ones'-complement sum commutes with a byte swap, RFC 1071
-    2(B)); an odd last column counts as the first byte of a zero-padded word. Rows are at
-    most 64 KB, so 32 bits hold the sum."""
+def _native_sums(rows: U8, start: int, end: int | None = None) -> npt.NDArray[np.uint32]:
+    """Per row, the unfolded sum of the 16-bit words in columns [start, end) (to the row's
+    end by default), read in native byte order (the ones'-complement sum commutes with a
+    byte swap, RFC 1071 2(B)); an odd last column counts as the first byte of a zero-padded
+    word. Rows are at most 64 KB, so 32 bits hold the sum."""
     width = rows.shape[1]
-    if width % 2 == 0 and start % 2 == 0 and rows.flags.c_contiguous:
-        words = rows.view(_NATIVE16)[:, start // 2:]
+    stop = width if end is None else end
+    if width % 2 == 0 and start % 2 == 0 and stop % 2 == 0 and rows.flags.c_contiguous:
+        words = rows.view(_NATIVE16)[:, start // 2:stop // 2]
         return cast(npt.NDArray[np.uint32], np.add.reduce(words, axis=1, dtype=np.uint32))
-    first_bytes = rows[:, start::2].sum(axis=1, dtype=np.uint32)
-    second_bytes = rows[:, start + 1::2].sum(axis=1, dtype=np.uint32)
+    first_bytes = rows[:, start:stop:2].sum(axis=1, dtype=np.uint32)
+    second_bytes = rows[:, start + 1:stop:2].sum(axis=1, dtype=np.uint32)
     if _LITTLE:
         return cast(npt.NDArray[np.uint32], first_bytes + (second_bytes << 8))
     return cast(npt.NDArray[np.uint32], (first_bytes << 8) + second_bytes)
@@ -128,6 +129,11 @@ def _set_ip_checksum(buf: bytearray | memoryview, at: int) -> None:
     total = sum(struct.unpack_from("!10H", buf, at))
     value = (-total) % 0xFFFF
     buf[at + 10], buf[at + 11] = value >> 8, value & 0xFF
+
+
+def _index(count: int) -> npt.NDArray[np.int64]:
+    """0, 1, ..., count - 1."""
+    return _INDEX[:count] if count <= len(_INDEX) else np.arange(count, dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=16)
@@ -191,11 +197,12 @@ def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memo
     at = (count - 1) * stride
     out[at + h + hl:at + h + short] = packet[n - last:n]
     out[at + h + short:at + stride] = bytes(stride - h - short)  # padding for the sums
-    if count > 1:  # the last row: its length, FIN/PSH; the first keeps CWR
+    if short != full:  # the last row's own length
         out[at + h + 2:at + h + 4] = short.to_bytes(2, "big")
+        _set_ip_checksum(out, at + h)
+    if count > 1:  # FIN/PSH on the last row; the first keeps CWR
         out[at + h + 33] = flags & (0xFF & ~CWR)
         out[h + 33] |= flags & CWR
-        _set_ip_checksum(out, at + h)
     record = np.frombuffer(out, _row_fields(h, stride), count)
     if not fixed_id and count > 1:
         index = _INDEX[:count]
@@ -254,11 +261,13 @@ def plan_runs(buf: bytearray | memoryview, n: int, segment: int, headroom: int) 
     same = ~((head[1:] ^ head[:-1]) & _same_mask(h, hl)).any(axis=1)
     # the pseudo-header's length (total - 20) in native order is swap(total) - swap(20)
     pseudo = _native_pseudo(first) + 0xFFFF - _swap16(20)
-    tcp_ok = (_native_sums(rows, t).astype(np.int64) + record["tot_n"] + pseudo) % 0xFFFF == 0
+    tcp_ok = ((_native_sums(rows, t).astype(np.int64) + record["tot_n"] + pseudo) % 0xFFFF == 0) \
+        & (_native_sums(rows, h, t) % 0xFFFF == 0)  # and the IP header
     seq = record["seq"].astype(np.int64)
     flags = record["flags"]
     link = (same & (((seq[1:] - seq[:-1]) & 0xFFFFFFFF) == mss)
-            & (record["tot"][:-1] == segment - h) & ((flags[:-1] & (PSH | FIN)) == 0)
+            & (record["tot"][:-1] == segment - h) & (record["tot"][1:] <= segment - h)
+            & ((flags[:-1] & (PSH | FIN)) == 0)
             & tcp_ok[:-1] & tcp_ok[1:])
     if record["tot"][-1] != last or last <= hl:
         link[-1] = False
@@ -290,14 +299,15 @@ def _one_stream(rows: U8, record: npt.NDArray[np.void], h: int, hl: int, mss: in
     seq = record["seq"]
     head = rows[:, :h + hl]
     if (np.count_nonzero(record["tot"][:-1] != full)
-            or np.count_nonzero(seq != (_INDEX[:count] * mss + int(seq[0])) % (1 << 32))
+            or np.count_nonzero(seq != (_index(count) * mss + int(seq[0])) % (1 << 32))
             or np.count_nonzero((head[1:] ^ head[:-1]) & _same_mask8(h, hl))):
         return None
     # the pseudo-header: addresses, protocol, TCP length (total - 20), native order
     pseudo = _native_pseudo(first) + _swap16(full - 20)
-    sums = _native_sums(rows, h).astype(np.int64) + pseudo
+    ip_sums = _native_sums(rows, h, h + 20)
+    sums = _native_sums(rows, h + 20).astype(np.int64) + pseudo
     sums[-1] += _swap16(last - 20) - _swap16(full - 20) + 0xFFFF
-    if np.count_nonzero(sums % 0xFFFF):
+    if np.count_nonzero(sums % 0xFFFF) or np.count_nonzero(ip_sums % 0xFFFF):
         return None
     pushed = np.flatnonzero(record["flags"][:-1] & (PSH | FIN))
     return [0, *(pushed + 1).tolist(), count] if len(pushed) else [0, count]
@@ -344,7 +354,8 @@ def join_run(buf: bytearray | memoryview, n: int, segment: int, headroom: int, r
     thl = (int(rows[first, h + 32]) >> 4) * 4
     hl = 20 + thl
     mss = segment - h - hl
-    last_len = min(segment, n - last * segment) - h - hl
+    last_len = ((int(rows[last, h + 2]) << 8) | int(rows[last, h + 3])) - hl  # as plan_runs
+    # checked: the row's own length (a short row ends a run)
     total = hl + mss * (run.count - 1) + last_len
     target = np.frombuffer(out, np.uint8, total)
     target[:hl] = rows[first, h:h + hl]
