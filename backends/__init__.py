@@ -10,6 +10,7 @@ import importlib
 from typing import Final
 
 from flanneld.errors import ConfigError
+from lease.config import NetworkConfig
 
 from ._base import Backend, BackendContext, ExternalInterface
 
@@ -19,7 +20,27 @@ REGISTRY: Final[dict[str, str]] = {
     "vxlan": "backends.vxlan:VXLANBackend",
 }
 
-__all__ = ["REGISTRY", "Backend", "BackendContext", "ExternalInterface", "create_backend"]
+# each backend's option parser (`from_spec`), where it has options to check
+OPTIONS: Final[dict[str, str]] = {
+    "udp": "backends.udp:UDPConfig",
+    "vxlan": "backends.vxlan:VXLANConfig",
+}
+
+__all__ = ["REGISTRY", "Backend", "BackendContext", "ExternalInterface", "create_backend",
+           "check_backend"]
+
+
+def check_backend(network: NetworkConfig) -> None:
+    """ConfigError if the config's backend is unknown or its options are not valid: what
+    create_backend would say, without creating anything (for a config read at run time)."""
+    kind = network.backend.type
+    if kind not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise ConfigError(f"network config: unknown backend type {kind!r} (known: {known})")
+    target = OPTIONS.get(kind)
+    if target is not None:
+        module_name, class_name = target.split(":")
+        getattr(importlib.import_module(module_name), class_name).from_spec(network.backend)
 
 
 def create_backend(context: BackendContext) -> Backend:

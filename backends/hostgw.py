@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Network
 from typing import Final
@@ -16,12 +17,14 @@ from flanneld.errors import BackendError
 from lease.model import EventKind, Lease, LeaseAttrs, LeaseEvent
 
 from ._base import BackendContext
-from ._netlink import Netlink, Route, RouteTable
+from ._bulk import route_replace, send
+from ._netlink import RTPROT_FLANNEL, Netlink, Route, RouteTable
 
 log = logging.getLogger(__name__)
 
 BACKEND_TYPE: Final = "host-gw"
 RESYNC_S: Final = 10.0
+BULK: Final = 32  # routes from one batch that go to the kernel in bulk, logged as one line
 
 
 def desired_route(lease: Lease, oif: int) -> Route | None:
@@ -67,16 +70,42 @@ class HostGWBackend:
         log.info("host-gw ready subnet=%s iface=%s", lease.subnet, self._iface.name)
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
+        """Bring the kernel to the batch's final state: per subnet, the route its last
+        event asks for, or none. A large batch (a node joining a big cluster) goes to the
+        kernel in bulk, with one log line for all."""
+        before: dict[IPv4Network, Route | None] = {}
         for event in events:
             subnet = event.lease.subnet
             old = self._desired.pop(subnet, None)
+            before.setdefault(subnet, old)
             new = desired_route(event.lease, self._iface.index)
             if event.kind is EventKind.ADDED and new is not None:
                 self._desired[subnet] = new
-                await self._install(new)
-            elif old is not None:
-                await self._delete(old)
+        install = [self._desired[s] for s in before if s in self._desired]
+        delete = [old for s, old in before.items() if old is not None and s not in self._desired]
+        if len(install) >= BULK:
+            await self._install_many(install)
+        else:
+            for route in install:
+                await self._install(route)
+        for route in delete:
+            await self._delete(route)
         self._synced.set()
+
+    async def _install_many(self, routes: Sequence[Route]) -> None:
+        requests = [route_replace(r.dst, r.gateway, r.oif, RTPROT_FLANNEL, r.onlink)
+                    for r in routes]
+        try:
+            failed = await asyncio.to_thread(send, requests)
+        except OSError as exc:
+            self._counters["route_errors"] += len(routes)
+            log.warning("host-gw: installing %d routes: %s", len(routes), exc.strerror)
+            return
+        for request, errno in failed[:5]:
+            log.warning("host-gw: %s: %s", request.what, os.strerror(errno))
+        self._counters["route_errors"] += len(failed)
+        self._counters["routes_installed"] += len(routes) - len(failed)
+        log.info("routes added count=%d failed=%d", len(routes) - len(failed), len(failed))
 
     async def _install(self, route: Route) -> None:
         try:

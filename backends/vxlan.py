@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import socket
 import time
@@ -61,6 +62,7 @@ from tun.vxlan import (
 )
 
 from ._base import BackendContext
+from ._bulk import fdb_replace, neigh_replace, route_replace, send
 from ._datapath import (
     Action,
     Drop,
@@ -79,6 +81,7 @@ RESYNC_S: Final = 10.0
 SENDERS: Final = 8  # sockets the userspace plane spreads flows over (source ports)
 NUD_REACHABLE: Final = 0x02
 NUD_PERMANENT: Final = 0x80
+BULK: Final = 32  # lease events in one batch from which new peers are programmed in bulk
 NTF_SELF: Final = 0x02
 AF_BRIDGE: Final = 7
 RTNH_F_ONLINK: Final = 4
@@ -447,6 +450,11 @@ class VXLANBackend:
     # -- peers ---------------------------------------------------------------------------
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
+        # a large batch of new peers (a node joining a big cluster) goes to the kernel in
+        # bulk after the loop, with one log line for all
+        bulk = len(events) >= BULK and self.dataplane == "kernel" \
+            and self.config.programming == "eager" and not self.config.direct_routing
+        fresh: dict[IPv4Network, Peer] = {}
         for event in events:
             old = self._peers.pop(event.lease.subnet, None)
             if old is not None:
@@ -459,8 +467,12 @@ class VXLANBackend:
                 log.warning("ignoring vxlan lease %s: no usable VtepMAC", event.lease.subnet)
             if old is not None and (new is None or new != old):
                 await self._unprogram(old)
+            fresh.pop(event.lease.subnet, None)
             if new is not None and new.subnet.prefixlen == self._network.subnet_len:
                 self._remember(new)
+                if bulk and old is None:
+                    fresh[new.subnet] = new
+                    continue
                 if new != old:
                     await self._program(new)
                 log.info("peer %s subnet=%s public_ip=%s vtep_mac=%s",
@@ -468,6 +480,31 @@ class VXLANBackend:
                          format_mac(new.vtep_mac))
             elif old is not None:
                 log.info("peer removed subnet=%s public_ip=%s", old.subnet, old.public_ip)
+        if fresh:
+            await self._program_many(list(fresh.values()))
+
+    async def _program_many(self, peers: Sequence[Peer]) -> None:
+        """Neighbour, FDB entry and route for each peer, in that order, in bulk."""
+        requests = []
+        for peer in peers:
+            gateway = peer.subnet.network_address
+            requests += [neigh_replace(gateway, peer.vtep_mac, self._index),
+                         fdb_replace(peer.vtep_mac, peer.public_ip, self._index),
+                         route_replace(peer.subnet, gateway, self._index, RTPROT_FLANNEL,
+                                       onlink=True)]
+            self._direct[peer.subnet] = False
+        try:
+            failed = await asyncio.to_thread(send, requests)
+        except OSError as exc:
+            self._counters["program_errors"] += len(peers)
+            log.warning("vxlan: programming %d peers: %s", len(peers), exc.strerror)
+            return
+        for request, errno in failed[:5]:
+            log.warning("vxlan: %s: %s", request.what, os.strerror(errno))
+        self._counters["program_errors"] += len(failed)
+        self._counters["entries_installed"] += len(requests) - len(failed)
+        log.info("peers added count=%d entries=%d failed=%d", len(peers), len(requests),
+                 len(failed))
 
     def _remember(self, peer: Peer) -> None:
         self._peers[peer.subnet] = peer

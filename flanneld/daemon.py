@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from backends import Backend, BackendContext, create_backend
+from backends import Backend, BackendContext, check_backend, create_backend
 from lease.config import BackendSpec, NetworkConfig
 from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.manager import LeaseManager, LeaseSettings
@@ -183,7 +183,8 @@ async def serve(options: Options) -> None:
             tasks.create_task(manager.run_watch(backend.apply), name="watch")
             tasks.create_task(backend.run(), name="backend")
             tasks.create_task(notifier.run_watchdog(), name="watchdog")
-            tasks.create_task(manager.run_config_watch(config), name="config")
+            tasks.create_task(manager.run_config_watch(config, check=check_backend),
+                              name="config")
             if rules is not None:
                 ipt, rules_fn = rules
                 tasks.create_task(keep_rules(ipt, rules_fn, options.iptables_resync,

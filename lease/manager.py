@@ -273,7 +273,8 @@ class LeaseManager:
 
     # -- watching the config ------------------------------------------------------------
 
-    async def run_config_watch(self, current: NetworkConfig, period_s: float = 5.0) -> None:
+    async def run_config_watch(self, current: NetworkConfig, period_s: float = 5.0,
+                               check: Callable[[NetworkConfig], None] | None = None) -> None:
         """Re-read `<prefix>/config` every `period_s`. A bad one is ignored (the last good one
         stays in force; one line says why); a valid different one is reported once: moving
         a running node to another network needs a restart, as in flannel."""
@@ -294,6 +295,8 @@ class LeaseManager:
                 continue
             try:
                 config = parse_network_config(raw)
+                if check is not None:
+                    check(config)  # e.g. the backend and its options
             except ConfigError as exc:
                 self.config_rejected += 1
                 log.warning("ignoring the new network config (%s); keeping the last good one",

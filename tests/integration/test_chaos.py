@@ -7,6 +7,8 @@ import json
 import random
 import signal
 import time
+from collections.abc import Sequence
+from functools import partial
 from ipaddress import IPv4Network
 from typing import Any
 
@@ -100,3 +102,61 @@ def test_a_host_cut_off_from_etcd_keeps_traffic_and_catches_up(lab: Lab) -> None
     assert caught_up_s < HEAL_BOUND_S
     assert lab.counters(a)["watch_connected"]
     assert lab.can_reach(a, c.container_ip)
+
+
+def consistent(lab: Lab, hosts: Sequence[Host]) -> bool:
+    """Every host routes exactly the other subnets etcd holds."""
+    return all(routes(lab, host) == peers_in_etcd(lab, host) for host in hosts)
+
+
+def test_a_key_deleted_by_hand_is_taken_back_and_every_host_agrees(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    a, b, c = lab.add_host(), lab.add_host(), lab.add_host()
+    for host in (a, b, c):
+        lab.start_daemon(host)
+    for host in (a, b, c):
+        lab.wait_ready(host)
+    wait_for("a consistent start", lambda: consistent(lab, (a, b, c)))
+    subnet = a.subnet
+    lab.etcdctl("del", f"/coreos.com/network/subnets/{subnet.network_address}-24")
+    deleted = time.monotonic()
+    wait_for("a's key to come back", lambda: f"{subnet.network_address}-24" in lab.leases(),
+             timeout=10, interval=0.05)
+    wait_for("every host to agree with etcd", lambda: consistent(lab, (a, b, c)),
+             timeout=HEAL_BOUND_S, interval=0.1)
+    assert time.monotonic() - deleted < HEAL_BOUND_S
+    assert a.subnet == subnet and a.daemon is not None and a.daemon.poll() is None
+    assert "re-acquired" in a.log_file.read_text()
+
+
+BAD_CONFIGS = (
+    '{"Network": "10.5.0.0/16", "Backend": {"Type": "host-gw"}',  # not JSON
+    '{"Network": 10, "Backend": {"Type": "host-gw"}}',  # a wrong type
+    '{"Network": "10.5.0.0/16", "SubnetLen": 40, "Backend": {"Type": "host-gw"}}',  # range
+    '{"Network": "10.5.0.0/16", "Backend": {"Type": "nosuch"}}',  # an unknown backend
+    '{"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "VNI": "one"}}',  # an option
+)
+
+
+def rejected_at_least(lab: Lab, host: Host, count: int) -> bool:
+    return int(lab.counters(host)["config_rejected"]) >= count
+
+
+def test_bad_configs_in_etcd_are_rejected_and_the_last_good_one_stays(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    a, b = lab.add_host(), lab.add_host()
+    for host in (a, b):
+        lab.start_daemon(host, "-healthz-port=8471")
+    for host in (a, b):
+        lab.wait_ready(host)
+    for number, bad in enumerate(BAD_CONFIGS, start=1):
+        lab.put_config(bad)
+        wait_for(f"bad config {number} to be rejected",
+                 partial(rejected_at_least, lab, a, number), timeout=15)
+        assert a.daemon is not None and a.daemon.poll() is None
+    log = a.log_file.read_text()
+    assert "Traceback" not in log and log.count("keeping the last good one") == len(BAD_CONFIGS)
+    # the node still follows the cluster under its last good config
+    lab.etcdctl("put", "/coreos.com/network/subnets/10.5.250.0-24",
+                '{"PublicIP":"192.0.2.250","PublicIPv6":null,"BackendType":"host-gw"}')
+    wait_for("a route to the new peer", lambda: IPv4Network("10.5.250.0/24") in routes(lab, a))

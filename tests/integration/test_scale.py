@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 from flanneld.lab import Host, Lab, wait_for
@@ -35,3 +36,49 @@ def test_fifty_daemons_at_once_for_exactly_fifty_subnets_and_a_fifty_first(lab: 
     log = extra.log_file.read_text()
     assert "out of subnets" in log and "Traceback" not in log
     assert len(lab.leases()) == 50
+
+
+def test_a_node_joining_a_big_cluster_programs_every_peer_in_bulk(lab: Lab) -> None:
+    """600 leases already there: the kernel ends up with exactly what each one asks for
+    (routes; for vxlan neighbour, FDB entry, onlink route), and later single changes still
+    apply one by one."""
+    from benchmarks.scale import simulated_leases, write_leases
+
+    for backend in ("host-gw", "vxlan"):
+        lab.etcdctl("del", "--prefix", "/coreos.com/network/")
+        lab.put_config({"Network": "10.64.0.0/10", "Backend": {"Type": backend}})
+        leases = simulated_leases(600, backend, set())
+        write_leases(lab, leases)
+        host = lab.add_host()
+        lab.start_daemon(host)
+        lab.wait_ready(host)
+        wait_for(f"{backend}: 600 routes", partial(has_routes, lab, host, 600), timeout=60)
+        routes = lab.exec(host.ns, "ip", "-4", "route", "show", "proto", "70").stdout
+        expected_routes = set()
+        neighbours, fdb = set(), set()
+        for key, value in leases:
+            network = key.rsplit("/", 1)[1].replace("-", "/")
+            doc = json.loads(value)
+            gateway = network.split("/")[0]
+            if backend == "host-gw":
+                expected_routes.add(f"{network} via {doc['PublicIP']} dev eth0")
+            else:
+                expected_routes.add(f"{network} via {gateway} dev flannel.1 onlink")
+                mac = doc["BackendData"]["VtepMAC"]
+                neighbours.add(f"{gateway} lladdr {mac} PERMANENT")
+                fdb.add(f"{mac} dst {doc['PublicIP']} self permanent")
+        got = {" ".join(line.split()[:7]).replace(" proto 70", "") for line in
+               routes.splitlines()}
+        assert {r for r in expected_routes if r not in got} == set(), backend
+        if backend == "vxlan":
+            neigh_out = lab.exec(host.ns, "ip", "neigh", "show", "dev", "flannel.1").stdout
+            assert neighbours <= {line.strip() for line in neigh_out.splitlines()}
+            fdb_out = lab.exec(host.ns, "bridge", "fdb", "show", "dev", "flannel.1").stdout
+            assert fdb <= {line.strip() for line in fdb_out.splitlines()}
+        assert "peers added count=600" in host.log_file.read_text() or \
+            "routes added count=600" in host.log_file.read_text()
+        # a single new lease afterwards takes the ordinary path
+        lab.etcdctl("put", "/coreos.com/network/subnets/10.127.0.0-24", leases[0][1])
+        wait_for(f"{backend}: the 601st route", partial(has_routes, lab, host, 601))
+        lab.stop_daemon(host)
+        lab.exec(host.ns, "ip", "route", "flush", "proto", "70")

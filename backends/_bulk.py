@@ -1,0 +1,143 @@
+"""Many kernel entries in a few syscalls: routes, neighbours and FDB entries as raw rtnetlink
+requests, packed back to back into large sends, each acknowledged (what `ip -batch` does).
+
+pyroute2 costs most of a millisecond per request in Python, so a node joining a cluster of
+thousands of peers would spend seconds programming them one by one; here the encoding is
+a few struct calls per entry and the kernel takes a whole chunk per send. Used for large
+batches only; single changes keep going through pyroute2 (backends/_netlink.py).
+
+The encoders are pure (bytes out); send() is the shell. rtnetlink: rtnetlink(7),
+include/uapi/linux/{netlink,rtnetlink,neighbour}.h.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Final
+
+NLMSG_ERROR: Final = 2
+NLM_F_REQUEST: Final = 0x001
+NLM_F_ACK: Final = 0x004
+NLM_F_REPLACE: Final = 0x100
+NLM_F_CREATE: Final = 0x400
+RTM_NEWROUTE: Final = 24
+RTM_NEWNEIGH: Final = 28
+RTA_DST: Final = 1
+RTA_OIF: Final = 4
+RTA_GATEWAY: Final = 5
+RTA_TABLE: Final = 15
+NDA_DST: Final = 1
+NDA_LLADDR: Final = 2
+AF_BRIDGE: Final = 7
+RTN_UNICAST: Final = 1
+RT_SCOPE_UNIVERSE: Final = 0
+RTNH_F_ONLINK: Final = 4
+NUD_PERMANENT: Final = 0x80
+NTF_SELF: Final = 0x02
+MAIN_TABLE: Final = 254
+CHUNK: Final = 60 * 1024  # bytes of requests per send; their acks fit the receive buffer
+
+_NLMSGHDR: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_RTMSG: Final = struct.Struct("=BBBBBBBBI")
+_NDMSG: Final = struct.Struct("=BBHiHBB")
+_RTATTR: Final = struct.Struct("=HH")
+_U32: Final = struct.Struct("=I")
+_ERRNO: Final = struct.Struct("=i")
+_REPLACE: Final = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One rtnetlink request: its message type and body (family header + attributes)."""
+
+    kind: int
+    body: bytes
+    what: str  # for error messages: "route 10.5.3.0/24 via 10.5.3.0"
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = _RTATTR.size + len(payload)
+    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def route_replace(dst: IPv4Network, gateway: IPv4Address, oif: int, proto: int,
+                  onlink: bool = False) -> Request:
+    """`ip route replace <dst> via <gateway> dev <oif> proto <proto> [onlink]`."""
+    body = (_RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, MAIN_TABLE, proto,
+                        RT_SCOPE_UNIVERSE, RTN_UNICAST, RTNH_F_ONLINK if onlink else 0)
+            + _attr(RTA_TABLE, _U32.pack(MAIN_TABLE))
+            + _attr(RTA_DST, dst.network_address.packed)
+            + _attr(RTA_GATEWAY, gateway.packed)
+            + _attr(RTA_OIF, _U32.pack(oif)))
+    return Request(RTM_NEWROUTE, body, f"route {dst} via {gateway}")
+
+
+def neigh_replace(dst: IPv4Address, lladdr: bytes, ifindex: int) -> Request:
+    """`ip neigh replace <dst> lladdr <lladdr> dev <ifindex> nud permanent`."""
+    body = (_NDMSG.pack(socket.AF_INET, 0, 0, ifindex, NUD_PERMANENT, 0, 0)
+            + _attr(NDA_DST, dst.packed) + _attr(NDA_LLADDR, lladdr))
+    return Request(RTM_NEWNEIGH, body, f"neighbour {dst}")
+
+
+def fdb_replace(lladdr: bytes, dst: IPv4Address, ifindex: int) -> Request:
+    """`bridge fdb replace <lladdr> dev <ifindex> dst <dst> self permanent`."""
+    body = (_NDMSG.pack(AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT, NTF_SELF, 0)
+            + _attr(NDA_LLADDR, lladdr) + _attr(NDA_DST, dst.packed))
+    return Request(RTM_NEWNEIGH, body, f"fdb {lladdr.hex(':')} dst {dst}")
+
+
+def encode(request: Request, sequence: int) -> bytes:
+    """The netlink message: header (create or replace, acknowledged) and body."""
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(request.body), request.kind, _REPLACE,
+                          sequence, 0) + request.body
+
+
+def parse_acks(data: bytes) -> dict[int, int]:
+    """Sequence number -> errno (0: done) of the acknowledgements in `data`."""
+    acks: dict[int, int] = {}
+    at = 0
+    while at + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, sequence, _port = _NLMSGHDR.unpack_from(data, at)
+        if length < _NLMSGHDR.size:
+            break
+        if kind == NLMSG_ERROR and at + _NLMSGHDR.size + 4 <= len(data):
+            acks[sequence] = -_ERRNO.unpack_from(data, at + _NLMSGHDR.size)[0]
+        at += (length + 3) & ~3
+    return acks
+
+
+def send(requests: Sequence[Request]) -> list[tuple[Request, int]]:
+    """Send `requests` in order, in chunks; the failed ones with their errno. Blocking (run
+    it in a worker thread); OSError if netlink itself is unusable."""
+    failed: list[tuple[Request, int]] = []
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
+        sock.bind((0, 0))
+        start = 0
+        while start < len(requests):
+            chunk: list[bytes] = []
+            size, end = 0, start
+            while end < len(requests) and (not chunk or size < CHUNK):
+                message = encode(requests[end], end + 1)
+                chunk.append(message)
+                size += len(message)
+                end += 1
+            sock.sendall(b"".join(chunk))
+            waiting = set(range(start + 1, end + 1))
+            while waiting:
+                for sequence, errno in parse_acks(sock.recv(1 << 20)).items():
+                    if sequence in waiting:
+                        waiting.discard(sequence)
+                        if errno:
+                            failed.append((requests[sequence - 1], errno))
+            start = end
+    finally:
+        sock.close()
+    return failed

@@ -1,0 +1,98 @@
+"""Tests for backends/_bulk.py: the rtnetlink requests, decoded by pyroute2 as the second
+opinion, and the acknowledgement parser on byte vectors."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from backends._bulk import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    encode,
+    fdb_replace,
+    neigh_replace,
+    parse_acks,
+    route_replace,
+)
+
+MAC = bytes.fromhex("0e0102030405")
+
+
+def decoded(message: bytes, kind: Any) -> Any:
+    parsed = kind(message)
+    parsed.decode()
+    return parsed
+
+
+def test_a_route_request_says_what_ip_route_replace_would() -> None:
+    request = route_replace(IPv4Network("10.5.3.0/24"), IPv4Address("10.5.3.0"), 7, 70,
+                            onlink=True)
+    message = encode(request, 42)
+    parsed = decoded(message, rtmsg)
+    assert parsed["header"]["type"] == RTM_NEWROUTE == request.kind
+    assert parsed["header"]["sequence_number"] == 42
+    assert parsed["header"]["flags"] == NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+    assert parsed["header"]["length"] == len(message)
+    assert (parsed["family"], parsed["dst_len"], parsed["proto"], parsed["table"]) == \
+        (socket.AF_INET, 24, 70, 254)
+    assert parsed["flags"] == 4 and parsed["type"] == 1 and parsed["scope"] == 0
+    assert parsed.get_attr("RTA_DST") == "10.5.3.0"
+    assert parsed.get_attr("RTA_GATEWAY") == "10.5.3.0"
+    assert parsed.get_attr("RTA_OIF") == 7 and parsed.get_attr("RTA_TABLE") == 254
+    assert "10.5.3.0/24 via 10.5.3.0" in request.what
+
+
+def test_a_route_without_onlink() -> None:
+    parsed = decoded(encode(route_replace(IPv4Network("10.6.0.0/16"), IPv4Address("192.0.2.9"),
+                                          3, 70), 1), rtmsg)
+    assert parsed["flags"] == 0 and parsed["dst_len"] == 16
+
+
+def test_a_neighbour_request() -> None:
+    message = encode(neigh_replace(IPv4Address("10.5.3.0"), MAC, 9), 5)
+    parsed = decoded(message, ndmsg)
+    assert parsed["header"]["type"] == RTM_NEWNEIGH
+    assert (parsed["family"], parsed["ifindex"], parsed["state"], parsed["flags"]) == \
+        (socket.AF_INET, 9, 0x80, 0)
+    assert parsed.get_attr("NDA_DST") == "10.5.3.0"
+    assert parsed.get_attr("NDA_LLADDR") == "0e:01:02:03:04:05"
+
+
+def test_an_fdb_request() -> None:
+    parsed = decoded(encode(fdb_replace(MAC, IPv4Address("192.0.2.7"), 9), 6), ndmsg)
+    assert (parsed["family"], parsed["ifindex"], parsed["state"], parsed["flags"]) == \
+        (7, 9, 0x80, 0x02)  # AF_BRIDGE, permanent, NTF_SELF
+    assert parsed.get_attr("NDA_DST") == "192.0.2.7"
+    assert parsed.get_attr("NDA_LLADDR") == "0e:01:02:03:04:05"
+
+
+def ack(sequence: int, errno: int, echo: bytes = b"") -> bytes:
+    body = struct.pack("=i", -errno) + struct.pack("=IHHII", 16 + len(echo), 24, 5,
+                                                   sequence, 0) + echo
+    return struct.pack("=IHHII", 16 + len(body), 2, 0x100, sequence, 1234) + body
+
+
+def test_acks_are_read_by_sequence_number() -> None:
+    data = ack(1, 0) + ack(2, 101, b"\0" * 8) + ack(3, 0)
+    assert parse_acks(data) == {1: 0, 2: 101, 3: 0}
+
+
+def test_a_truncated_or_foreign_buffer_gives_what_it_holds() -> None:
+    whole = ack(1, 0) + ack(2, 17)
+    assert parse_acks(whole[:-3]) == {1: 0, 2: 17}  # the errno is in, the echo cut short
+    assert parse_acks(whole[:20]) == {1: 0}  # header and errno: enough
+    assert parse_acks(whole[:19]) == {}
+    assert parse_acks(b"") == {}
+    assert parse_acks(struct.pack("=IHHII", 0, 2, 0, 1, 0)) == {}  # length 0: stop
+    notice = struct.pack("=IHHII", 20, 24, 0, 9, 0) + b"\0" * 4  # not an ack
+    assert parse_acks(notice + ack(4, 0)) == {4: 0}
