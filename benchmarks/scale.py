@@ -165,9 +165,23 @@ def per_event_cpu(lab: Lab, hosts: Sequence[Host], backend: str, leases: int,
     events = min(1000, leases)
     before = [cpu_s(pid_of(host)) for host in hosts]
     write_leases(lab, simulated_leases(events, backend, skip, generation=1))
-    time.sleep(3)  # the events are applied; CPU is sampled after, not polled
-    after = [cpu_s(pid_of(host)) for host in hosts]
+    after = settled(hosts)
+
     return statistics.median((b - a) / events for a, b in zip(before, after, strict=True))
+
+
+def settled(hosts: Sequence[Host]) -> list[float]:
+    """Each daemon's CPU seconds once none of them has used any for a whole second (the
+    events are applied)."""
+    last = [cpu_s(pid_of(host)) for host in hosts]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = [cpu_s(pid_of(host)) for host in hosts]
+        if now == last:
+            return now
+        last = now
+    raise LabError("the daemons did not settle within 120 s")
 
 
 def run_backend(backend: str, leases: int, daemons: int) -> dict[str, Any]:
