@@ -106,6 +106,28 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(str(exc) or type(exc).__name__)
 
 
+class _OneRequest:
+    """A request stream of one message that stays open until finish(): a watch sends its
+    create request and then only listens."""
+
+    def __init__(self, request: Any) -> None:
+        self._request: Any = request
+        self._finished = asyncio.Event()
+
+    def __aiter__(self) -> _OneRequest:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._request is not None:
+            request, self._request = self._request, None
+            return request
+        await self._finished.wait()
+        raise StopAsyncIteration
+
+    def finish(self) -> None:
+        self._finished.set()
+
+
 class EtcdLeaseStore:
     """Implements lease.store.LeaseStore."""
 
@@ -274,12 +296,9 @@ class EtcdLeaseStore:
             await self._call(self._kv.get, self.config_key)  # authenticates
         key = self._subnets.encode()
 
-        async def requests() -> AsyncIterator[Any]:
-            yield WatchRequest(create_request=WatchCreateRequest(
-                key=key, range_end=prefix_range_end(key), start_revision=start_revision))
-            await asyncio.Event().wait()  # keep the stream open
-
-        call = self._watch.Watch(requests(), metadata=self._metadata() or None)
+        requests = _OneRequest(WatchRequest(create_request=WatchCreateRequest(
+            key=key, range_end=prefix_range_end(key), start_revision=start_revision)))
+        call = self._watch.Watch(requests, metadata=self._metadata() or None)
         try:
             async for response in call:
                 if response.compact_revision > 0:
@@ -310,4 +329,6 @@ class EtcdLeaseStore:
                 self._token = None
             raise _unavailable(exc) from None
         finally:
-            call.cancel()
+            requests.finish()  # ends the request stream gRPC reads, so nothing is left
+            call.cancel()      # pending (an async generator here would be closed while
+            #                    gRPC still awaits it: "aclose(): ... already running")
