@@ -143,7 +143,11 @@ class HostGWBackend:
     async def run(self) -> None:
         await self._synced.wait()  # the first peer listing: never delete before we know
         while True:
-            await self.resync()
+            try:
+                await self.resync()
+            except BackendError as exc:  # a bad moment for netlink: try again next time
+                self._counters["route_errors"] += 1
+                log.warning("host-gw: resync: %s", exc)
             await asyncio.sleep(RESYNC_S)
 
     def counters(self) -> Mapping[str, int]:

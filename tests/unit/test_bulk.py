@@ -18,10 +18,13 @@ from backends._bulk import (
     NLM_F_REQUEST,
     RTM_NEWNEIGH,
     RTM_NEWROUTE,
+    DumpedRoute,
+    dump_request,
     encode,
     fdb_replace,
     neigh_replace,
     parse_acks,
+    parse_routes,
     route_replace,
 )
 
@@ -96,3 +99,41 @@ def test_a_truncated_or_foreign_buffer_gives_what_it_holds() -> None:
     assert parse_acks(struct.pack("=IHHII", 0, 2, 0, 1, 0)) == {}  # length 0: stop
     notice = struct.pack("=IHHII", 20, 24, 0, 9, 0) + b"\0" * 4  # not an ack
     assert parse_acks(notice + ack(4, 0)) == {4: 0}
+
+
+def route_message(dst: str, dst_len: int, gateway: str | None, oif: int, proto: int,
+                  flags: int = 0, table: int = 254, family: int = socket.AF_INET) -> bytes:
+    def attr(kind: int, payload: bytes) -> bytes:
+        return struct.pack("=HH", 4 + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+
+    body = struct.pack("=BBBBBBBBI", family, dst_len, 0, 0, table, proto, 0, 1, flags)
+    body += attr(15, struct.pack("=I", table)) + attr(1, IPv4Address(dst).packed)
+    if gateway:
+        body += attr(5, IPv4Address(gateway).packed)
+    body += attr(4, struct.pack("=I", oif))
+    return struct.pack("=IHHII", 16 + len(body), RTM_NEWROUTE, 2, 1, 0) + body
+
+
+DONE = struct.pack("=IHHII", 20, 3, 2, 1, 0) + b"\0" * 4
+
+
+def test_a_route_dump_request_asks_for_our_protocol_in_the_main_table() -> None:
+    parsed = decoded(dump_request(70, 9), rtmsg)
+    assert parsed["header"]["type"] == 26 and parsed["header"]["flags"] == 0x301
+    assert (parsed["family"], parsed["table"], parsed["proto"]) == (socket.AF_INET, 254, 70)
+
+
+def test_a_dump_yields_our_routes_only_and_sees_its_end() -> None:
+    data = (route_message("10.5.3.0", 24, "10.5.3.0", 7, 70, flags=4)
+            + route_message("10.9.0.0", 16, "192.0.2.9", 2, 4)  # someone else's
+            + route_message("10.5.4.0", 24, None, 2, 70)  # ours, no gateway
+            + route_message("10.5.5.0", 24, "192.0.2.5", 2, 70, table=100)  # another table
+            + route_message("10.5.6.0", 24, "192.0.2.6", 2, 70, family=socket.AF_INET6))
+    routes, done = parse_routes(data, 70)
+    assert not done
+    assert routes == [
+        DumpedRoute(IPv4Network("10.5.3.0/24"), IPv4Address("10.5.3.0"), 7, True),
+        DumpedRoute(IPv4Network("10.5.4.0/24"), None, 2, False)]
+    assert parse_routes(data + DONE, 70)[1]
+    assert parse_routes(data[:-5], 70)[0] == routes  # a cut-off last message is left out
+    assert parse_routes(b"\xff" * 7, 70) == ([], False)
