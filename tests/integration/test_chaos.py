@@ -64,6 +64,7 @@ def test_sigkill_at_random_points_of_the_renewal_cycle(lab: Lab) -> None:
     time.sleep(TTL_S)  # a whole TTL later the keys must still be renewed
     assert len(subnet_keys(lab)) == 2 and len(etcd_leases(lab)) == 2
     assert lab.can_reach(a, b.container_ip) and lab.can_reach(b, a.container_ip)
+    assert consistent(lab, (a, b))
 
 
 def test_a_host_cut_off_from_etcd_keeps_traffic_and_catches_up(lab: Lab) -> None:
