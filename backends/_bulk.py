@@ -28,6 +28,7 @@ NLM_F_REPLACE: Final = 0x100
 NLM_F_CREATE: Final = 0x400
 RTM_NEWROUTE: Final = 24
 RTM_NEWNEIGH: Final = 28
+RTM_DELNEIGH: Final = 29
 RTA_DST: Final = 1
 RTA_OIF: Final = 4
 RTA_GATEWAY: Final = 5
@@ -49,7 +50,6 @@ _NDMSG: Final = struct.Struct("=BBHiHBB")
 _RTATTR: Final = struct.Struct("=HH")
 _U32: Final = struct.Struct("=I")
 _ERRNO: Final = struct.Struct("=i")
-_REPLACE: Final = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,7 @@ class Request:
     kind: int
     body: bytes
     what: str  # for error messages: "route 10.5.3.0/24 via 10.5.3.0"
+    flags: int = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -92,9 +93,18 @@ def fdb_replace(lladdr: bytes, dst: IPv4Address, ifindex: int) -> Request:
     return Request(RTM_NEWNEIGH, body, f"fdb {lladdr.hex(':')} dst {dst}")
 
 
+def fdb_delete(lladdr: bytes, dst: IPv4Address, ifindex: int) -> Request:
+    """`bridge fdb del <lladdr> dev <ifindex> dst <dst> self`."""
+    body = (_NDMSG.pack(AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT, NTF_SELF, 0)
+            + _attr(NDA_LLADDR, lladdr) + _attr(NDA_DST, dst.packed))
+    return Request(RTM_DELNEIGH, body, f"fdb {lladdr.hex(':')} dst {dst}",
+                   NLM_F_REQUEST | NLM_F_ACK)
+
+
 def encode(request: Request, sequence: int) -> bytes:
-    """The netlink message: header (create or replace, acknowledged) and body."""
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(request.body), request.kind, _REPLACE,
+    """The netlink message: header (acknowledged; create or replace unless a delete) and
+    body."""
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(request.body), request.kind, request.flags,
                           sequence, 0) + request.body
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno as errno_
 import logging
 import os
 import random
@@ -62,7 +63,15 @@ from tun.vxlan import (
 )
 
 from ._base import BackendContext
-from ._bulk import fdb_replace, neigh_replace, route_replace, send
+from ._bulk import (
+    RTM_DELNEIGH,
+    Request,
+    fdb_delete,
+    fdb_replace,
+    neigh_replace,
+    route_replace,
+    send,
+)
 from ._datapath import (
     Action,
     Drop,
@@ -450,11 +459,12 @@ class VXLANBackend:
     # -- peers ---------------------------------------------------------------------------
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
-        # a large batch of new peers (a node joining a big cluster) goes to the kernel in
-        # bulk after the loop, with one log line for all
+        # a large batch of new or changed peers (a node joining a big cluster, many peers
+        # moving at once) goes to the kernel in bulk after the loop, with one log line
         bulk = len(events) >= BULK and self.dataplane == "kernel" \
             and self.config.programming == "eager" and not self.config.direct_routing
         fresh: dict[IPv4Network, Peer] = {}
+        stale: list[Request] = []  # FDB entries of changed peers (the rest is replaced)
         for event in events:
             old = self._peers.pop(event.lease.subnet, None)
             if old is not None:
@@ -465,12 +475,17 @@ class VXLANBackend:
                     and event.lease.attrs.backend_type == BACKEND_TYPE:
                 self._counters["leases_skipped"] += 1
                 log.warning("ignoring vxlan lease %s: no usable VtepMAC", event.lease.subnet)
+            usable = new is not None and new.subnet.prefixlen == self._network.subnet_len
             if old is not None and (new is None or new != old):
-                await self._unprogram(old)
+                if bulk and new is not None and usable:
+                    if (old.vtep_mac, old.public_ip) != (new.vtep_mac, new.public_ip):
+                        stale.append(fdb_delete(old.vtep_mac, old.public_ip, self._index))
+                else:
+                    await self._unprogram(old)
             fresh.pop(event.lease.subnet, None)
-            if new is not None and new.subnet.prefixlen == self._network.subnet_len:
+            if new is not None and usable:
                 self._remember(new)
-                if bulk and old is None:
+                if bulk and new != old:
                     fresh[new.subnet] = new
                     continue
                 if new != old:
@@ -480,12 +495,13 @@ class VXLANBackend:
                          format_mac(new.vtep_mac))
             elif old is not None:
                 log.info("peer removed subnet=%s public_ip=%s", old.subnet, old.public_ip)
-        if fresh:
-            await self._program_many(list(fresh.values()))
+        if fresh or stale:
+            await self._program_many(list(fresh.values()), stale)
 
-    async def _program_many(self, peers: Sequence[Peer]) -> None:
-        """Neighbour, FDB entry and route for each peer, in that order, in bulk."""
-        requests = []
+    async def _program_many(self, peers: Sequence[Peer], stale: Sequence[Request]) -> None:
+        """Changed peers' old FDB entries removed; then neighbour, FDB entry and route for
+        each peer, in that order, in bulk."""
+        requests = list(stale)
         for peer in peers:
             gateway = peer.subnet.network_address
             requests += [neigh_replace(gateway, peer.vtep_mac, self._index),
@@ -499,12 +515,18 @@ class VXLANBackend:
             self._counters["program_errors"] += len(peers)
             log.warning("vxlan: programming %d peers: %s", len(peers), exc.strerror)
             return
+        gone = {request for request, errno in failed
+                if request.kind == RTM_DELNEIGH and errno in (errno_.ENOENT, errno_.ESRCH)}
+        failed = [(request, errno) for request, errno in failed if request not in gone]
         for request, errno in failed[:5]:
             log.warning("vxlan: %s: %s", request.what, os.strerror(errno))
+        not_removed = sum(1 for request, _ in failed if request.kind == RTM_DELNEIGH)
         self._counters["program_errors"] += len(failed)
-        self._counters["entries_installed"] += len(requests) - len(failed)
-        log.info("peers added count=%d entries=%d failed=%d", len(peers), len(requests),
-                 len(failed))
+        self._counters["entries_removed"] += len(stale) - len(gone) - not_removed
+        self._counters["entries_installed"] += len(requests) - len(stale) - (
+            len(failed) - not_removed)
+        log.info("peers added or changed count=%d entries=%d failed=%d", len(peers),
+                 len(requests) - len(stale), len(failed))
 
     def _remember(self, peer: Peer) -> None:
         self._peers[peer.subnet] = peer

@@ -38,6 +38,10 @@ def test_fifty_daemons_at_once_for_exactly_fifty_subnets_and_a_fifty_first(lab: 
     assert len(lab.leases()) == 50
 
 
+def fdb_has(lab: Lab, host: Host, mac: str) -> bool:
+    return mac in lab.exec(host.ns, "bridge", "fdb", "show", "dev", "flannel.1").stdout
+
+
 def test_a_node_joining_a_big_cluster_programs_every_peer_in_bulk(lab: Lab) -> None:
     """600 leases already there: the kernel ends up with exactly what each one asks for
     (routes; for vxlan neighbour, FDB entry, onlink route), and later single changes still
@@ -75,8 +79,22 @@ def test_a_node_joining_a_big_cluster_programs_every_peer_in_bulk(lab: Lab) -> N
             assert neighbours <= {line.strip() for line in neigh_out.splitlines()}
             fdb_out = lab.exec(host.ns, "bridge", "fdb", "show", "dev", "flannel.1").stdout
             assert fdb <= {line.strip() for line in fdb_out.splitlines()}
-        assert "peers added count=600" in host.log_file.read_text() or \
+        assert "peers added or changed count=600" in host.log_file.read_text() or \
             "routes added count=600" in host.log_file.read_text()
+        if backend == "vxlan":  # every peer moves at once: new VtepMACs and PublicIPs
+            moved = simulated_leases(600, backend, set(), generation=1)
+            write_leases(lab, moved)
+            last_mac = json.loads(moved[-1][1])["BackendData"]["VtepMAC"]
+            wait_for("the last peer to move", partial(fdb_has, lab, host, last_mac))
+            fdb_out = lab.exec(host.ns, "bridge", "fdb", "show", "dev", "flannel.1").stdout
+            now = {line.strip() for line in fdb_out.splitlines() if "dst" in line}
+            assert now == {f"{json.loads(v)['BackendData']['VtepMAC']} dst "
+                           f"{json.loads(v)['PublicIP']} self permanent" for _, v in moved}
+            neigh_out = lab.exec(host.ns, "ip", "neigh", "show", "dev", "flannel.1").stdout
+            assert {f"{k.rsplit('/', 1)[1].split('-')[0]} lladdr "
+                    f"{json.loads(v)['BackendData']['VtepMAC']} PERMANENT" for k, v in moved} \
+                <= {line.strip() for line in neigh_out.splitlines()}
+            assert has_routes(lab, host, 600)
         # a single new lease afterwards takes the ordinary path
         lab.etcdctl("put", "/coreos.com/network/subnets/10.127.0.0-24", leases[0][1])
         wait_for(f"{backend}: the 601st route", partial(has_routes, lab, host, 601))

@@ -21,6 +21,7 @@ from backends._bulk import (
     DumpedRoute,
     dump_request,
     encode,
+    fdb_delete,
     fdb_replace,
     neigh_replace,
     parse_acks,
@@ -137,3 +138,12 @@ def test_a_dump_yields_our_routes_only_and_sees_its_end() -> None:
     assert parse_routes(data + DONE, 70)[1]
     assert parse_routes(data[:-5], 70)[0] == routes  # a cut-off last message is left out
     assert parse_routes(b"\xff" * 7, 70) == ([], False)
+
+
+def test_an_fdb_delete_request_is_acknowledged_but_creates_nothing() -> None:
+    parsed = decoded(encode(fdb_delete(MAC, IPv4Address("192.0.2.7"), 9), 8), ndmsg)
+    assert parsed["header"]["type"] == 29  # RTM_DELNEIGH
+    assert parsed["header"]["flags"] == NLM_F_REQUEST | NLM_F_ACK
+    assert (parsed["family"], parsed["flags"]) == (7, 0x02)
+    assert parsed.get_attr("NDA_DST") == "192.0.2.7"
+    assert parsed.get_attr("NDA_LLADDR") == "0e:01:02:03:04:05"
