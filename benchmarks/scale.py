@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from flanneld.lab import Host, Lab, LabError, wait_for
+from flanneld.tables import format_table
 
 RESULTS = Path(__file__).parent / "results"
 NETWORK = IPv4Network("10.64.0.0/10")  # 16384 /24 subnets
@@ -230,19 +231,16 @@ def run_backend(backend: str, leases: int, daemons: int) -> dict[str, Any]:
 
 
 def _table(results: Sequence[dict[str, Any]]) -> str:
-    rows = [("backend", "leases", "start-up (max)", "new lease on all (max)",
-             "RSS (median)", "per peer", "CPU per event", "kernel entries per peer")]
+    rows = []
     for r in results:
         entries = ", ".join(f"{v:.2f} {k}" for k, v in r["kernel_entries_per_peer"].items())
         rows.append((r["backend"], str(r["leases"]), f"{r['startup_s']['max']:.2f} s",
                      f"{r['propagation_s']['max'] * 1e3:.0f} ms",
                      f"{r['rss_mib']['median']:.1f} MiB", f"{r['kib_per_peer']:.2f} KiB",
                      f"{r['cpu_ms_per_event']:.3f} ms", entries))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-             for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return format_table(("backend", "leases", "start-up (max)", "new lease on all (max)",
+                         "RSS (median)", "per peer", "CPU per event",
+                         "kernel entries per peer"), rows)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 from flanneld.lab import Host, Lab, LabError, wait_for
 from flanneld.subnet_env import format_subnet_env, write_atomic
+from flanneld.tables import format_table
 
 NETWORK = IPv4Network("10.5.0.0/16")
 SUBNETS = (IPv4Network("10.5.1.0/24"), IPv4Network("10.5.2.0/24"))
@@ -205,11 +206,7 @@ def _row(r: dict[str, Any]) -> list[str]:
 
 
 def _table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [_row(r) for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(COLUMNS, *lines, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*COLUMNS), fmt.format(*("-" * w for w in widths)),
-                      *(fmt.format(*line) for line in lines)])
+    return format_table(COLUMNS, [_row(r) for r in rows])
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -31,6 +31,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from flanneld.tables import format_table
+
 UNDERLAY: Final = IPv4Network("192.0.2.0/24")
 ROUTED: Final = IPv4Network("198.51.100.0/24")  # a second underlay, behind a router
 ROUTER_IP: Final = "192.0.2.253"
@@ -440,13 +442,6 @@ def _step(number: int, total: int, text: str) -> Callable[..., None]:
     return done
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([line.format(*headers), line.format(*("-" * w for w in widths)),
-                      *(line.format(*row) for row in rows)])
-
-
 def _network_config(backend: str, network: str, dataplane: str | None = None) -> dict[str, Any]:
     options = {"Dataplane": dataplane} if dataplane else {}
     return {"Network": network, "Backend": {"Type": backend, **options}}
@@ -511,14 +506,14 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
                 print(json.dumps(results, indent=2))
             else:
                 print()
-                print(_table(["host", "underlay", "subnet"],
+                print(format_table(["host", "underlay", "subnet"],
                              [(f"h{h.index}", h.ip, str(h.subnet)) for h in lab.hosts]))
                 print()
-                print(_table(["from", "to", "received", "rtt"],
+                print(format_table(["from", "to", "received", "rtt"],
                              [(p["from"], p["to"], f"{p['received']}/{p['sent']}",
                                f"{p['rtt_ms']:.3f} ms") for p in results["ping"]]))
                 print()
-                print(_table(["from", "to", "throughput"],
+                print(format_table(["from", "to", "throughput"],
                              [(r["from"], r["to"], f"{r['gbit_s']:.2f} Gbit/s")
                               for r in results["iperf3"]]))
             if keep:

@@ -14,13 +14,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*row) for row in rows]
-    return "\n".join(line.rstrip() for line in lines)
+from flanneld.tables import format_table
 
 
 def _duration(seconds: Any) -> str:
@@ -43,20 +37,20 @@ def _amount(key: str, value: Any) -> str:
 def format_status(doc: Mapping[str, Any]) -> str:
     """The /status document as text for people."""
     lease = doc.get("lease", {})
-    parts = [_table(["subnet", "public IP", "backend", "lease expires in"], [[
+    parts = [format_table(["subnet", "public IP", "backend", "lease expires in"], [[
         str(lease.get("subnet", "?")), str(lease.get("public_ip", "?")),
         str(lease.get("backend", "?")), _duration(lease.get("expires_in_s"))]])]
     peers = doc.get("peers", [])
     rows = [[str(peer.get("subnet")), str(peer.get("public_ip")),
              str(peer.get("backend_type") or "udp")]
             for peer in sorted(peers, key=lambda peer: str(peer.get("subnet")))]
-    parts.append(f"{len(peers)} peers" + (":\n" + _table(["subnet", "public IP", "type"], rows)
-                                          if rows else ""))
+    listing = format_table(["subnet", "public IP", "type"], rows) if rows else ""
+    parts.append(f"{len(peers)} peers" + (":\n" + listing if rows else ""))
     counters = {k: v for k, v in doc.get("counters", {}).items()
                 if isinstance(v, int | float) and not isinstance(v, bool) and v}
     if counters:
         rows = [[key, _amount(key, value)] for key, value in sorted(counters.items())]
-        parts.append(_table(["counter", "value"], rows))
+        parts.append(format_table(["counter", "value"], rows))
     return "\n\n".join(parts)
 
 
