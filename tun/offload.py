@@ -31,6 +31,8 @@ from typing import Any, Final, cast
 import numpy as np
 import numpy.typing as npt
 
+from tun.packet import checksum
+
 VNET_HDR: Final = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_*
 VNET_HDR_LEN: Final = VNET_HDR.size
 NEEDS_CSUM: Final = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
@@ -111,12 +113,7 @@ def finish_checksum(packet: bytearray | memoryview, n: int, start: int, offset: 
     field = start + offset
     if start < 0 or field + 2 > n:
         return False
-    if n - start <= 1024:  # a small packet (an ACK): plain Python is quicker than numpy
-        data = bytes(packet[start:n]) + b"\0" * ((n - start) & 1)
-        value = _swap16((-sum(memoryview(data).cast("H"))) % 0xFFFF)
-    else:
-        row = np.frombuffer(packet, np.uint8, n - start, start).reshape(1, n - start)
-        value = _swap16(int(_checksum(_native_sums(row, 0))[0]))
+    value = checksum(memoryview(packet)[start:n])  # no larger than the MTU: plain Python
     if value == 0 and packet[0] >> 4 == 4 and packet[9] == 17:
         value = 0xFFFF  # RFC 768: a computed zero is sent as all ones
     packet[field], packet[field + 1] = value >> 8, value & 0xFF
@@ -126,8 +123,7 @@ def finish_checksum(packet: bytearray | memoryview, n: int, start: int, offset: 
 def _set_ip_checksum(buf: bytearray | memoryview, at: int) -> None:
     """The IPv4 header checksum of the 20-byte header at `at`, written in place."""
     buf[at + 10] = buf[at + 11] = 0
-    total = sum(struct.unpack_from("!10H", buf, at))
-    value = (-total) % 0xFFFF
+    value = checksum(memoryview(buf)[at:at + 20])
     buf[at + 10], buf[at + 11] = value >> 8, value & 0xFF
 
 
@@ -257,7 +253,7 @@ def plan_runs(buf: bytearray | memoryview, n: int, segment: int, headroom: int) 
             return _runs(ends, limit)
     # a row continues the one before: same outer header, same IP header but for length,
     # ID and checksum, same TCP header but for sequence, PSH/FIN and checksum
-    head = np.ascontiguousarray(rows[:, :h + hl]).view(_NATIVE16)
+    head = rows[:, :h + hl]
     same = ~((head[1:] ^ head[:-1]) & _same_mask(h, hl)).any(axis=1)
     # the pseudo-header's length (total - 20) in native order is swap(total) - swap(20)
     pseudo = _native_pseudo(first) + 0xFFFF - _swap16(20)
@@ -300,7 +296,7 @@ def _one_stream(rows: U8, record: npt.NDArray[np.void], h: int, hl: int, mss: in
     head = rows[:, :h + hl]
     if (np.count_nonzero(record["tot"][:-1] != full)
             or np.count_nonzero(seq != (_index(count) * mss + int(seq[0])) % (1 << 32))
-            or np.count_nonzero((head[1:] ^ head[:-1]) & _same_mask8(h, hl))):
+            or np.count_nonzero((head[1:] ^ head[:-1]) & _same_mask(h, hl))):
         return None
     # the pseudo-header: addresses, protocol, TCP length (total - 20), native order
     pseudo = _native_pseudo(first) + _swap16(full - 20)
@@ -321,16 +317,13 @@ def _regular(packet: memoryview, thl: int) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _same_mask8(h: int, hl: int) -> U8:
+def _same_mask(h: int, hl: int) -> U8:
     """The header bits (outer header, IP, TCP) that must not change from row to row."""
     mask = np.zeros(h + hl, dtype=np.uint8)
     mask[_same_columns(h, hl)] = 0xFF
     mask[h + 33] = 0xFF & ~(PSH | FIN)
     return mask
 
-
-def _same_mask(h: int, hl: int) -> npt.NDArray[np.uint16]:
-    return cast(npt.NDArray[np.uint16], _same_mask8(h, hl).view(_NATIVE16))
 
 
 @functools.lru_cache(maxsize=64)
@@ -364,12 +357,7 @@ def join_run(buf: bytearray | memoryview, n: int, segment: int, headroom: int, r
     target[total - last_len:] = rows[last, h + hl:h + hl + last_len]
     target[33] |= rows[last, h + 33] & (PSH | FIN)
     out[2], out[3] = total >> 8, total & 0xFF
-    out[10] = out[11] = 0
-    ip_sum = sum(struct.unpack_from("!10H", out, 0))
-    while ip_sum >> 16:
-        ip_sum = (ip_sum & 0xFFFF) + (ip_sum >> 16)
-    ip_sum = ~ip_sum & 0xFFFF
-    out[10], out[11] = ip_sum >> 8, ip_sum & 0xFF
+    _set_ip_checksum(out, 0)
     pseudo = sum(struct.unpack_from("!4H", out, 12)) + 6 + total - 20
     while pseudo >> 16:
         pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
