@@ -12,14 +12,20 @@ include/uapi/linux/{netlink,rtnetlink,neighbour}.h.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import functools
+import logging
+import os
 import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Final
+
+log = logging.getLogger(__name__)
 
 NLMSG_ERROR: Final = 2
 NLM_F_REQUEST: Final = 0x001
@@ -120,6 +126,22 @@ def parse_acks(data: bytes) -> dict[int, int]:
             acks[sequence] = -_ERRNO.unpack_from(data, at + _NLMSGHDR.size)[0]
         at += (length + 3) & ~3
     return acks
+
+
+async def program(requests: Sequence[Request], who: str) -> tuple[list[Request], int] | None:
+    """send() in a worker thread, for a backend: the requests that failed and how many
+    deletes found their entry already gone (not a failure). Each failure is logged (the
+    first five); None, with one line, if netlink itself could not be used."""
+    try:
+        failed = await asyncio.to_thread(send, requests)
+    except OSError as exc:
+        log.warning("%s: %d kernel entries: %s", who, len(requests), exc.strerror)
+        return None
+    real = [(request, code) for request, code in failed
+            if not (request.kind == RTM_DELNEIGH and code in (errno.ENOENT, errno.ESRCH))]
+    for request, code in real[:5]:
+        log.warning("%s: %s: %s", who, request.what, os.strerror(code))
+    return [request for request, _ in real], len(failed) - len(real)
 
 
 def send(requests: Sequence[Request]) -> list[tuple[Request, int]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Network
 from typing import Final
@@ -17,7 +16,7 @@ from flanneld.errors import BackendError
 from lease.model import EventKind, Lease, LeaseAttrs, LeaseEvent
 
 from ._base import BackendContext
-from ._bulk import route_replace, send
+from ._bulk import program, route_replace
 from ._netlink import RTPROT_FLANNEL, Netlink, Route, RouteTable
 
 log = logging.getLogger(__name__)
@@ -95,14 +94,11 @@ class HostGWBackend:
     async def _install_many(self, routes: Sequence[Route]) -> None:
         requests = [route_replace(r.dst, r.gateway, r.oif, RTPROT_FLANNEL, r.onlink)
                     for r in routes]
-        try:
-            failed = await asyncio.to_thread(send, requests)
-        except OSError as exc:
+        result = await program(requests, "host-gw")
+        if result is None:
             self._counters["route_errors"] += len(routes)
-            log.warning("host-gw: installing %d routes: %s", len(routes), exc.strerror)
             return
-        for request, errno in failed[:5]:
-            log.warning("host-gw: %s: %s", request.what, os.strerror(errno))
+        failed, _ = result
         self._counters["route_errors"] += len(failed)
         self._counters["routes_installed"] += len(routes) - len(failed)
         log.info("routes added count=%d failed=%d", len(routes) - len(failed), len(failed))

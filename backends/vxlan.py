@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno as errno_
 import logging
-import os
 import random
 import socket
 import time
@@ -69,8 +67,8 @@ from ._bulk import (
     fdb_delete,
     fdb_replace,
     neigh_replace,
+    program,
     route_replace,
-    send,
 )
 from ._datapath import (
     Action,
@@ -509,20 +507,14 @@ class VXLANBackend:
                          route_replace(peer.subnet, gateway, self._index, RTPROT_FLANNEL,
                                        onlink=True)]
             self._direct[peer.subnet] = False
-        try:
-            failed = await asyncio.to_thread(send, requests)
-        except OSError as exc:
+        result = await program(requests, "vxlan")
+        if result is None:
             self._counters["program_errors"] += len(peers)
-            log.warning("vxlan: programming %d peers: %s", len(peers), exc.strerror)
             return
-        gone = {request for request, errno in failed
-                if request.kind == RTM_DELNEIGH and errno in (errno_.ENOENT, errno_.ESRCH)}
-        failed = [(request, errno) for request, errno in failed if request not in gone]
-        for request, errno in failed[:5]:
-            log.warning("vxlan: %s: %s", request.what, os.strerror(errno))
-        not_removed = sum(1 for request, _ in failed if request.kind == RTM_DELNEIGH)
+        failed, gone = result
+        not_removed = sum(1 for request in failed if request.kind == RTM_DELNEIGH)
         self._counters["program_errors"] += len(failed)
-        self._counters["entries_removed"] += len(stale) - len(gone) - not_removed
+        self._counters["entries_removed"] += len(stale) - gone - not_removed
         self._counters["entries_installed"] += len(requests) - len(stale) - (
             len(failed) - not_removed)
         log.info("peers added or changed count=%d entries=%d failed=%d", len(peers),
