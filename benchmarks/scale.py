@@ -33,6 +33,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from benchmarks import guarded
 from flanneld.lab import Host, Lab, LabError, wait_for
 from flanneld.tables import format_table
 
@@ -257,18 +258,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if any(b not in ("host-gw", "vxlan") for b in backends) or not backends:
         parser.error("--backends: host-gw and/or vxlan")
 
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # so that the lab's teardown runs
-
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
-        results = [run_backend(backend, args.leases, args.daemons) for backend in backends]
-    except LabError as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("\ninterrupted; lab torn down", file=sys.stderr)
-        sys.exit(130)
+    results = guarded(lambda: [run_backend(backend, args.leases, args.daemons)
+                               for backend in backends])
     print()
     print(_table(results))
     target = args.json or RESULTS / "scale.json"

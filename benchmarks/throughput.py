@@ -36,6 +36,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from benchmarks import guarded
 from flanneld.lab import Host, Lab, LabError, wait_for
 from flanneld.subnet_env import format_subnet_env, write_atomic
 from flanneld.tables import format_table
@@ -312,18 +313,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"unknown path {', '.join(unknown)}; known: {', '.join(known)}"
                      if unknown else "no path to measure")
 
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # so that the lab's teardown runs
-
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
-        sys.exit(run(args.seconds, paths, args.json, max(1, args.repeat)))
-    except LabError as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("\ninterrupted; lab torn down", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(guarded(lambda: run(args.seconds, paths, args.json, max(1, args.repeat))))
 
 
 if __name__ == "__main__":
