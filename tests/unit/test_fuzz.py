@@ -42,7 +42,7 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
 from backends._datapath import Action, Drop, Verdict
-from backends.udp import DEFAULT_PORT, UDPCodec
+from backends.udp import UDPCodec
 from backends.vxlan import VXLANCodec
 from flanneld.errors import ConfigError, DecodeError
 from flanneld.subnet_env import parse_subnet_env, previous_subnet
@@ -55,6 +55,17 @@ from lease.model import (
     parse_subnet_key,
     subnet_key,
 )
+from tests.codecs import (
+    MAC_B,
+    MAC_C,
+    OWN_MAC,
+    OWN_VTEP,
+    PUBLIC_B,
+    PUBLIC_C,
+    VNI,
+    make_udp_codec,
+    make_vxlan_codec,
+)
 from tests.scapy_ref import inner
 from tun.packet import check_ipv4
 from tun.vxlan import (
@@ -63,7 +74,6 @@ from tun.vxlan import (
     ETH_HEADER_LEN,
     HEADROOM,
     VXLAN_HEADER_LEN,
-    VXLAN_PORT,
     decode_arp,
     decode_ethernet,
     decode_vxlan_header,
@@ -76,23 +86,9 @@ from tun.vxlan import (
 FUZZ: Final = settings(max_examples=2000, derandomize=True, deadline=None, database=None,
                        suppress_health_check=[HealthCheck.too_slow])
 
-VNI: Final = 1
-SUBNET_LEN: Final = 24
-UDP_MTU: Final = 1472  # 1500 - 28
-VXLAN_MTU: Final = 1450  # 1500 - 50
 SLACK: Final = 64  # the engine's buffers are larger than any packet: n, not len(buf), counts
 FILL: Final = 0x5A  # what the headroom holds before the vxlan codec writes its header
 
-OWN: Final = IPv4Network("10.5.1.0/24")
-OWN_VTEP: Final = "10.5.1.0"
-OWN_MAC: Final = "7e:3a:01:02:03:01"
-PEER_B: Final = IPv4Network("10.5.2.0/24")
-PUBLIC_B: Final = "192.168.0.2"
-MAC_B: Final = "c6:d2:32:6f:8f:44"
-PEER_C: Final = IPv4Network("10.5.3.0/24")
-PUBLIC_C: Final = "192.168.0.3"
-MAC_C: Final = "a2:5b:10:20:30:40"
-PEERS: Final = ((PEER_B, PUBLIC_B, MAC_B), (PEER_C, PUBLIC_C, MAC_C))
 DROP_REASONS: Final = frozenset(int(reason) for reason in Drop)
 
 # Offsets worth overwriting (relative to the header): IPv4 version/IHL, total length,
@@ -181,20 +177,6 @@ def rewrite(data: bytes, offset: int, value: bytes) -> bytes:
     out = bytearray(data)
     out[offset:offset + len(value)] = value
     return bytes(out)
-
-
-def udp_codec() -> UDPCodec:
-    codec = UDPCodec(OWN, SUBNET_LEN, DEFAULT_PORT, UDP_MTU)
-    for subnet, public_ip, _mac in PEERS:
-        assert codec.add_peer(subnet, IPv4Address(public_ip))
-    return codec
-
-
-def vxlan_codec() -> VXLANCodec:
-    codec = VXLANCodec(OWN, SUBNET_LEN, VNI, parse_mac(OWN_MAC), VXLAN_PORT, VXLAN_MTU)
-    for subnet, public_ip, mac in PEERS:
-        assert codec.add_peer(subnet, IPv4Address(public_ip), parse_mac(mac))
-    return codec
 
 
 # --- seeds: valid inputs the mutators start from -----------------------------------------
@@ -617,7 +599,7 @@ def check_vxlan_from_net(codec: VXLANCodec, before: bytes, buf: bytearray | memo
 
 
 def run_udp_from_tun(packet: bytes) -> Verdict:
-    codec = udp_codec()
+    codec = make_udp_codec()
     buf, n = bytearray(packet) + bytearray(b"\xa5" * SLACK), len(packet)
     verdict = codec.from_tun(buf, n)
     check_udp_from_tun(codec, buf, n, verdict)
@@ -625,7 +607,7 @@ def run_udp_from_tun(packet: bytes) -> Verdict:
 
 
 def run_udp_from_net(datagram: bytes, src_ip: str, as_view: bool = False) -> Verdict:
-    codec = udp_codec()
+    codec = make_udp_codec()
     raw = bytearray(datagram) + (b"" if as_view else bytearray(b"\xa5" * SLACK))
     buf: bytearray | memoryview = memoryview(raw) if as_view else raw
     before = bytes(buf)
@@ -635,7 +617,7 @@ def run_udp_from_net(datagram: bytes, src_ip: str, as_view: bool = False) -> Ver
 
 
 def run_vxlan_from_tun(packet: bytes) -> Verdict:
-    codec = vxlan_codec()
+    codec = make_vxlan_codec()
     buf = bytearray([FILL] * HEADROOM) + bytearray(packet) + bytearray(b"\xa5" * SLACK)
     verdict = codec.from_tun(buf, len(packet))
     check_vxlan_from_tun(codec, buf, len(packet), verdict)
@@ -644,7 +626,7 @@ def run_vxlan_from_tun(packet: bytes) -> Verdict:
 
 def run_vxlan_from_net(datagram: bytes, src_ip: str,
                        as_view: bool = False) -> tuple[Verdict, VXLANCodec]:
-    codec = vxlan_codec()
+    codec = make_vxlan_codec()
     raw = bytearray(datagram) + (b"" if as_view else bytearray(b"\xa5" * SLACK))
     buf: bytearray | memoryview = memoryview(raw) if as_view else raw
     before = bytes(buf)

@@ -19,6 +19,16 @@ from backends._datapath import Action, Drop, Verdict
 from backends.udp import DEFAULT_PORT, UDPCodec, UDPConfig
 from flanneld.errors import ConfigError
 from lease.config import BackendSpec
+from tests.codecs import (
+    OWN,
+    OWN_PUBLIC,
+    PEER_B,
+    PEER_C,
+    PUBLIC_B,
+    PUBLIC_C,
+    UDP_MTU,
+    make_udp_codec,
+)
 from tests.scapy_ref import (
     assert_intact_but_ttl,
     header_checksum_ok,
@@ -30,27 +40,13 @@ from tests.scapy_ref import (
 from tun.packet import check_ipv4, checksum
 
 SEED: Final = 8285
-SUBNET_LEN: Final = 24
-MTU: Final = 1472  # 1500 - 28
+MTU: Final = UDP_MTU
 SLACK: Final = 64  # the engine's buffer is larger than any packet: n, not len(buf), counts
-
-OWN: Final = IPv4Network("10.5.1.0/24")
-OWN_PUBLIC: Final = "192.168.0.1"
-PEER_B: Final = IPv4Network("10.5.2.0/24")
-PUBLIC_B: Final = "192.168.0.2"
-PEER_C: Final = IPv4Network("10.5.3.0/24")
-PUBLIC_C: Final = "192.168.0.3"
 
 FORWARDED: Final = {Action.SEND, Action.SEND_MANY, Action.WRITE}
 
 
-def make_codec(own: IPv4Network = OWN, mtu: int = MTU, port: int = DEFAULT_PORT,
-               peers: tuple[tuple[IPv4Network, str], ...] = ((PEER_B, PUBLIC_B),
-                                                             (PEER_C, PUBLIC_C))) -> UDPCodec:
-    codec = UDPCodec(own, SUBNET_LEN, port, mtu)
-    for subnet, public_ip in peers:
-        assert codec.add_peer(subnet, IPv4Address(public_ip))
-    return codec
+make_codec = make_udp_codec
 
 
 def load(packet: bytes) -> tuple[bytearray, int]:

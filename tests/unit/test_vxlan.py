@@ -25,6 +25,21 @@ from backends.vxlan import Peer, VXLANCodec, VXLANConfig, peer_of, random_vtep_m
 from flanneld.errors import ConfigError
 from lease.config import BackendSpec
 from lease.model import Lease, LeaseAttrs, backend_data_json
+from tests.codecs import (
+    MAC_B,
+    MAC_C,
+    OWN,
+    OWN_MAC,
+    OWN_PUBLIC,
+    OWN_VTEP,
+    PEER_B,
+    PEER_C,
+    PUBLIC_B,
+    PUBLIC_C,
+    VNI,
+    VXLAN_MTU,
+    make_vxlan_codec,
+)
 from tests.scapy_ref import (
     assert_intact_but_ttl,
     header_checksum_ok,
@@ -36,34 +51,11 @@ from tun.packet import checksum
 from tun.vxlan import HEADROOM, VXLAN_PORT, flow_hash, format_mac, parse_mac
 
 SEED: Final = 42
-VNI: Final = 1
-SUBNET_LEN: Final = 24
-MTU: Final = 1450  # 1500 - 50
+MTU: Final = VXLAN_MTU
 SLACK: Final = 64  # the engine's buffer is larger than any packet: n, not len(buf), counts
 FILL: Final = 0x5A  # what the headroom holds before the codec writes its header
 
-OWN: Final = IPv4Network("10.5.1.0/24")
-OWN_VTEP: Final = "10.5.1.0"
-OWN_PUBLIC: Final = "192.168.0.1"
-OWN_MAC: Final = "7e:3a:01:02:03:01"
-PEER_B: Final = IPv4Network("10.5.2.0/24")
-PUBLIC_B: Final = "192.168.0.2"
-MAC_B: Final = "c6:d2:32:6f:8f:44"
-PEER_C: Final = IPv4Network("10.5.3.0/24")
-PUBLIC_C: Final = "192.168.0.3"
-MAC_C: Final = "a2:5b:10:20:30:40"
-
-PeerSpec = tuple[IPv4Network, str, str]
-PEERS: Final[tuple[PeerSpec, ...]] = ((PEER_B, PUBLIC_B, MAC_B), (PEER_C, PUBLIC_C, MAC_C))
-
-
-def make_codec(own: IPv4Network = OWN, own_mac: str = OWN_MAC, vni: int = VNI,
-               port: int = VXLAN_PORT, mtu: int = MTU,
-               peers: tuple[PeerSpec, ...] = PEERS) -> VXLANCodec:
-    codec = VXLANCodec(own, SUBNET_LEN, vni, parse_mac(own_mac), port, mtu)
-    for subnet, public_ip, mac in peers:
-        assert codec.add_peer(subnet, IPv4Address(public_ip), parse_mac(mac))
-    return codec
+make_codec = make_vxlan_codec
 
 
 def inbound(src: str = "10.5.2.9", dst: str = "10.5.1.7", **kwargs: Any) -> bytes:
