@@ -459,7 +459,7 @@ class PacketEngine:
         the TUN: runs that continue a TCP stream joined, the rest one by one."""
         view = memoryview(self._net_buf)
         rows = -(-n // segment)
-        if rows < MIN_JOIN:
+        if rows < MIN_JOIN or segment < SMALL:  # too few, or no data to join (e.g. ACKs)
             self._net_rows(view, n, segment, 0, rows, src)
             return
         padded = rows * segment

@@ -26,7 +26,7 @@ import itertools
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,7 @@ from tun.packet import checksum
 
 VNET_HDR: Final = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_*
 VNET_HDR_LEN: Final = VNET_HDR.size
+_IP_WORDS: Final = struct.Struct("!10H")
 NEEDS_CSUM: Final = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
 GSO_NONE: Final = 0
 GSO_TCPV4: Final = 1
@@ -57,6 +58,7 @@ Sums = npt.NDArray[np.uint64]
 _NATIVE16: Final = np.dtype("=u2")
 _LITTLE: Final = sys.byteorder == "little"
 _INDEX: Final = np.arange(8192, dtype=np.int64)  # rows numbered without a new array
+_ZEROS: Final = bytes(65536)
 
 
 def _swap16(value: int) -> int:
@@ -120,11 +122,26 @@ def finish_checksum(packet: bytearray | memoryview, n: int, start: int, offset: 
     return True
 
 
+def _ip_sum(buf: bytearray | memoryview, at: int) -> int:
+    """The folded word sum of the 20-byte IPv4 header at `at`: 0xFFFF if its checksum is
+    right."""
+    total = sum(_IP_WORDS.unpack_from(buf, at))
+    total = (total & 0xFFFF) + (total >> 16)
+    return (total & 0xFFFF) + (total >> 16)
+
+
 def _set_ip_checksum(buf: bytearray | memoryview, at: int) -> None:
     """The IPv4 header checksum of the 20-byte header at `at`, written in place."""
     buf[at + 10] = buf[at + 11] = 0
-    value = checksum(memoryview(buf)[at:at + 20])
+    value = ~_ip_sum(buf, at) & 0xFFFF
     buf[at + 10], buf[at + 11] = value >> 8, value & 0xFF
+
+
+@functools.lru_cache(maxsize=16)
+def _sequence(mss: int) -> npt.NDArray[np.uint32]:
+    """Each row's sequence-number offset for segments of `mss` bytes, as TCP's 32 bits."""
+    offsets: npt.NDArray[np.uint32] = (_INDEX * mss).astype(np.uint32)
+    return offsets
 
 
 def _index(count: int) -> npt.NDArray[np.int64]:
@@ -139,11 +156,44 @@ def _offsets(gso_size: int) -> npt.NDArray[np.int64]:
     return offsets
 
 
-@dataclass(frozen=True, slots=True)
-class Segmented:
+class Segmented(NamedTuple):
     count: int  # segments written
     stride: int  # bytes per segment; the last may be shorter
     used: int  # bytes written in all
+
+
+def _column(buf: Any, dtype: Any, count: int, at: int, stride: int) -> npt.NDArray[Any]:
+    """One field of `count` rows `stride` bytes apart, the first at buf[at], as an array
+    over buf (no copy)."""
+    column: npt.NDArray[Any] = np.ndarray((count,), dtype, buf, at, (stride,))
+    return column
+
+
+def _word_rows(buf: Any, count: int, stride: int, start: int) -> npt.NDArray[np.uint16]:
+    """Per row of `count` rows `stride` bytes apart, the native 16-bit words from column
+    `start` to the row's end (an even number of bytes)."""
+    words: npt.NDArray[np.uint16] = np.ndarray((count, (stride - start) // 2), _NATIVE16,
+                                               buf, start, (stride, 2))
+    return words
+
+
+def _row_sums(buf: Any, count: int, stride: int, start: int) -> npt.NDArray[np.uint32]:
+    """The unfolded native-order word sum of each row from column `start` on (see
+    _native_sums): one reduction over a view when the words line up, else the general
+    path. The bytes after the last row's end up to `stride` must be zero."""
+    if (stride - start) % 2 == 0:  # numpy reads words at odd addresses too
+        return cast(npt.NDArray[np.uint32],
+                    np.add.reduce(_word_rows(buf, count, stride, start), axis=1, dtype=np.uint32))
+    rows = np.ndarray((count, stride), np.uint8, buf)
+    return _native_sums(rows, start)
+
+
+def _fold_into(sums: npt.NDArray[np.uint32], target: npt.NDArray[Any]) -> None:
+    """target = the Internet checksum of each positive sum, in the sums' byte order:
+    -sum mod 0xFFFF, computed as (0xFFFFFFFF - sum) % 0xFFFF since 0xFFFFFFFF is a
+    multiple of 0xFFFF (sums stay below 2**32)."""
+    np.subtract(0xFFFFFFFF, sums, out=sums)
+    np.remainder(sums, 0xFFFF, out=target, casting="unsafe")
 
 
 def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memoryview,
@@ -181,26 +231,25 @@ def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memo
     # checksum that goes with it (the last row and, without DF, the IDs are fixed below)
     template = bytearray(prefix)
     template += packet[:hl]
-    template[h + 2:h + 4] = full.to_bytes(2, "big")
+    template[h + 2], template[h + 3] = full >> 8, full & 0xFF
     template[h + 33] = flags & (0xFF & ~(FIN | PSH | CWR)) if count > 1 else flags
-    template[h + 36:h + 38] = b"\0\0"
+    template[h + 36] = template[h + 37] = 0
     _set_ip_checksum(template, h)
-    rows = np.frombuffer(out, np.uint8, count * stride).reshape(count, stride)
+    rows = np.ndarray((count, stride), np.uint8, out)
     rows[:, :h + hl] = np.frombuffer(template, np.uint8)
-    src = np.frombuffer(packet, np.uint8, n)
     if count > 1:
-        rows[:-1, h + hl:] = src[hl:hl + (count - 1) * gso_size].reshape(count - 1, gso_size)
+        rows[:-1, h + hl:] = np.ndarray((count - 1, gso_size), np.uint8, packet, hl)
     at = (count - 1) * stride
     out[at + h + hl:at + h + short] = packet[n - last:n]
-    out[at + h + short:at + stride] = bytes(stride - h - short)  # padding for the sums
+    out[at + h + short:at + stride] = _ZEROS[:stride - h - short]  # padding for the sums
     if short != full:  # the last row's own length
-        out[at + h + 2:at + h + 4] = short.to_bytes(2, "big")
+        out[at + h + 2], out[at + h + 3] = short >> 8, short & 0xFF
         _set_ip_checksum(out, at + h)
     if count > 1:  # FIN/PSH on the last row; the first keeps CWR
         out[at + h + 33] = flags & (0xFF & ~CWR)
         out[h + 33] |= flags & CWR
-    record = np.frombuffer(out, _row_fields(h, stride), count)
     if not fixed_id and count > 1:
+        record = np.frombuffer(out, _row_fields(h, stride), count)
         index = _INDEX[:count]
         record["id"] = index + ident  # the cast wraps at 16 bits, as the field does
         words = struct.unpack_from("!10H", template, h)
@@ -208,12 +257,15 @@ def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memo
         ip_sums = ((index + ident) & 0xFFFF) + (fixed + full)
         ip_sums[-1] += short - full
         record["ipsum"] = _checksum(ip_sums)
-    record["seq"] = _offsets(gso_size)[:count] + int.from_bytes(packet[24:28], "big")
+    seq = int.from_bytes(packet[24:28], "big")
+    np.add(_offsets(gso_size)[:count], seq, out=_column(out, ">u4", count, h + 24, stride),
+           casting="unsafe")  # the cast wraps at 32 bits, as sequence numbers do
     # TCP: every word of each row (checksum field zero) plus the pseudo-header
-    sums = _native_sums(rows, h + 20) + (_native_pseudo(packet) + _swap16(full - 20))
+    sums = _row_sums(out, count, stride, h + 20)
+    sums += _native_pseudo(packet) + _swap16(full - 20)
     if count > 1 or short != full:
         sums[-1] += _swap16(short - 20) + 0xFFFF - _swap16(full - 20)
-    record["tcpsum_n"] = _checksum(sums)
+    _fold_into(sums, _column(out, _NATIVE16, count, h + 36, stride))
     return Segmented(count, stride, (count - 1) * stride + h + hl + last)
 
 
@@ -241,16 +293,18 @@ def plan_runs(buf: bytearray | memoryview, n: int, segment: int, headroom: int) 
     if first[0] != 0x45 or first[9] != 6 or thl < 20 or hl >= segment - h \
             or (first[6] << 8 | first[7]) & 0x3FFF:
         return []
-    rows = np.frombuffer(buf, np.uint8, count * segment).reshape(count, segment)
-    record = np.frombuffer(buf, _row_fields(h, segment), count)
     last = n - (count - 1) * segment - h
     mss = segment - h - hl
     limit = max(2, (MAX_IP_PACKET - hl) // max(mss, 1))
+    at = (count - 1) * segment + h  # the last row's IP header
     # the common case first, in few numpy calls: the whole batch is one run
-    if _regular(first, thl) and record["tot"][-1] == last > hl:
-        ends = _one_stream(rows, record, h, hl, mss, last, first)
+    if _regular(first, thl) and (buf[at + 2] << 8 | buf[at + 3]) == last > hl:
+        ends = _one_stream(buf, count, segment, h, hl, last)
         if ends is not None:
-            return _runs(ends, limit)
+            return [run for run in _runs(ends, limit)
+                    if run.first == 0 or _regular(memoryview(buf)[run.first * segment + h:], thl)]
+    rows = np.ndarray((count, segment), np.uint8, buf)
+    record = np.frombuffer(buf, _row_fields(h, segment), count)
     # a row continues the one before: same outer header, same IP header but for length,
     # ID and checksum, same TCP header but for sequence, PSH/FIN and checksum
     head = rows[:, :h + hl]
@@ -284,29 +338,42 @@ def _runs(breaks: list[int], limit: int) -> list[Run]:
     return runs
 
 
-def _one_stream(rows: U8, record: npt.NDArray[np.void], h: int, hl: int, mss: int,
-                last: int, first: memoryview) -> list[int] | None:
-    """If all rows continue one another (one TCP stream in sequence, headers equal but for
-    the fields that change per segment, every row's IP header and TCP checksum verified:
-    one sum from the IP header on covers both, a valid IP header sums to zero), where the
-    runs start and end: a run ends after a PSH or FIN. None if the batch is irregular."""
-    count = rows.shape[0]
-    full = rows.shape[1] - h
-    seq = record["seq"]
+def _one_stream(buf: bytearray | memoryview, count: int, segment: int, h: int, hl: int,
+                last: int) -> list[int] | None:
+    """If all rows continue one another (one TCP stream in sequence, every row's checksums
+    verified), where the runs start and end: a run ends after a PSH or FIN and before a
+    row whose TCP header differs from the one before in more than the fields that change
+    per segment (a new timestamp, ACK or window: the next super-packet). None if the batch
+    is irregular."""
+    full = segment - h
+    mss = full - hl
+    t = h + 20
+    rows = np.ndarray((count, segment), np.uint8, buf)
     head = rows[:, :h + hl]
-    if (np.count_nonzero(record["tot"][:-1] != full)
-            or np.count_nonzero(seq != (_index(count) * mss + int(seq[0])) % (1 << 32))
-            or np.count_nonzero((head[1:] ^ head[:-1]) & _same_mask(h, hl))):
+    change = (head[1:] ^ head[:-1]) & _same_mask(h, hl)
+    # the stream (outer header, IP header, ports) and the TCP header's length hold for the
+    # whole batch; where the rest of the TCP header (ACK, window, options such as the
+    # timestamp, other flags) changes, a new run starts
+    if np.count_nonzero(change[:, :t + 4]) or np.count_nonzero(change[:, t + 12]):
         return None
+    if np.count_nonzero(_column(buf, _NATIVE16, count - 1, h + 2, segment) != _swap16(full)):
+        return None
+    seq = _column(buf, ">u4", count, h + 24, segment)
+    start = int.from_bytes(buf[h + 24:h + 28], "big")
+    if np.count_nonzero(seq != _sequence(mss)[:count] + start):  # uint32: wraps as TCP's
+        return None
+    if np.count_nonzero(np.add.reduce(np.ndarray((count, 10), _NATIVE16, buf, h, (segment, 2)),
+                                      axis=1, dtype=np.uint32) % 0xFFFF):
+        return None  # an IP header checksum that does not hold: the kernel would drop it
     # the pseudo-header: addresses, protocol, TCP length (total - 20), native order
-    pseudo = _native_pseudo(first) + _swap16(full - 20)
-    ip_sums = _native_sums(rows, h, h + 20)
-    sums = _native_sums(rows, h + 20).astype(np.int64) + pseudo
-    sums[-1] += _swap16(last - 20) - _swap16(full - 20) + 0xFFFF
-    if np.count_nonzero(sums % 0xFFFF) or np.count_nonzero(ip_sums % 0xFFFF):
+    sums = _row_sums(buf, count, segment, h + 20)
+    sums += _native_pseudo(buf[h:h + 20]) + _swap16(full - 20)
+    sums[-1] += _swap16(last - 20) + 0xFFFF - _swap16(full - 20)
+    if np.count_nonzero(sums % 0xFFFF):
         return None
-    pushed = np.flatnonzero(record["flags"][:-1] & (PSH | FIN))
-    return [0, *(pushed + 1).tolist(), count] if len(pushed) else [0, count]
+    ends = np.flatnonzero((_column(buf, np.uint8, count - 1, h + 33, segment) & (PSH | FIN))
+                          | change[:, t + 4:].any(axis=1))
+    return [0, *(ends + 1).tolist(), count] if len(ends) else [0, count]
 
 
 def _regular(packet: memoryview, thl: int) -> bool:
@@ -341,21 +408,19 @@ def join_run(buf: bytearray | memoryview, n: int, segment: int, headroom: int, r
     with the total length and IP checksum fixed, the last segment's PSH/FIN, and the TCP
     checksum field holding the pseudo-header sum for NEEDS_CSUM. Returns the virtio-net
     header and the packet's length."""
-    rows = np.frombuffer(buf, np.uint8, -(-n // segment) * segment).reshape(-1, segment)
     h = headroom
-    first, last = run.first, run.first + run.count - 1
-    thl = (int(rows[first, h + 32]) >> 4) * 4
-    hl = 20 + thl
+    first = run.first * segment + h
+    final = (run.first + run.count - 1) * segment + h
+    hl = 20 + (buf[first + 32] >> 4) * 4
     mss = segment - h - hl
-    last_len = ((int(rows[last, h + 2]) << 8) | int(rows[last, h + 3])) - hl  # as plan_runs
-    # checked: the row's own length (a short row ends a run)
-    total = hl + mss * (run.count - 1) + last_len
-    target = np.frombuffer(out, np.uint8, total)
-    target[:hl] = rows[first, h:h + hl]
-    body = target[hl:hl + mss * (run.count - 1)]
-    body[:] = rows[first:last, h + hl:segment].reshape(-1)
-    target[total - last_len:] = rows[last, h + hl:h + hl + last_len]
-    target[33] |= rows[last, h + 33] & (PSH | FIN)
+    last_len = ((buf[final + 2] << 8) | buf[final + 3]) - hl  # as plan_runs checked it
+    middle = mss * (run.count - 1)
+    total = hl + middle + last_len
+    out[:hl] = buf[first:first + hl]
+    np.ndarray((run.count - 1, mss), np.uint8, out, hl)[:] = np.ndarray(
+        (run.count - 1, mss), np.uint8, buf, first + hl, (segment, 1))
+    out[hl + middle:total] = buf[final + hl:final + hl + last_len]
+    out[33] |= buf[final + 33] & (PSH | FIN)
     out[2], out[3] = total >> 8, total & 0xFF
     _set_ip_checksum(out, 0)
     pseudo = sum(struct.unpack_from("!4H", out, 12)) + 6 + total - 20

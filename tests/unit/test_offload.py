@@ -49,6 +49,7 @@ from tun.offload import (
     VNET_HDR_LEN,
     Run,
     Segmented,
+    _one_stream,
     finish_checksum,
     join_run,
     plan_runs,
@@ -658,6 +659,30 @@ def test_two_flows_in_blocks_are_two_runs(outer: bytes) -> None:
     one = stream(3, last=None, outer=outer)
     two = stream(3, outer=outer, sport=4001, seed=SEED + 1, seq=SEQ + 3 * MSS)
     check_plan(one + two, len(outer), [Run(0, 3), Run(3, 3)])
+
+
+@OUTERS
+@pytest.mark.parametrize("field", ["timestamp", "ack", "window"])
+def test_the_next_super_packet_starts_a_new_run(outer: bytes, field: str) -> None:
+    """Rows 3-5 are cut from the sender's next super-packet: the stream goes on in
+    sequence, but with a later timestamp, ACK or window. The one-pass planner (the path a
+    busy stream takes) splits there instead of leaving the batch to the detailed one."""
+    rows = stream(outer=outer, options="timestamps", mss=MSS - 12)
+    for i in range(3, ROWS):
+        packet = IP(rows[i][len(outer):])
+        if field == "timestamp":
+            packet[TCP].options = [("NOP", None), ("NOP", None), ("Timestamp", (0x01020305, 7))]
+        elif field == "ack":
+            packet[TCP].ack += 1448
+        else:
+            packet[TCP].window += 1
+        del packet[TCP].chksum
+        rows[i] = outer + bytes(packet)
+    check_plan(rows, len(outer), [Run(0, 3), Run(3, 3)])
+    buf, _ = batch(rows, len(rows[0]))
+    hl = 20 + 32
+    assert _one_stream(buf, ROWS, len(rows[0]), len(outer), hl, len(rows[-1]) - len(outer)) \
+        == [0, 3, ROWS]
 
 
 def test_two_flows_with_different_header_lengths_are_never_mixed() -> None:
