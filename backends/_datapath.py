@@ -42,7 +42,7 @@ V = TypeVar("V")
 SOCKET_BUFFER: Final = 4 << 20
 MAX_BURST: Final = 256
 BUFFER_SIZE: Final = 65536 + 4096  # a GRO batch padded to whole segments fits
-SEGMENT_BUFFER: Final = 2 * 65536 + 8192  # a super-packet cut, headers on every segment
+SEGMENT_BUFFER: Final = 4 * 65536 + 8192  # super-packets cut, headers on every segment
 # UDP GSO/GRO (Python 3.11 lacks the names): SOL_UDP, UDP_SEGMENT, UDP_GRO
 SOL_UDP: Final = 17
 UDP_SEGMENT: Final = 103
@@ -188,6 +188,7 @@ class PacketEngine:
         self._batch = bytearray(SEGMENT_BUFFER)  # the outbox: datagrams for one GSO send
         self._out_key: Any = None  # (peer address, socket) of what the outbox holds
         self._out_size = self._out_used = self._out_count = 0
+        self._out_start = 0  # the outbox is _batch[_out_start:_out_used]
         self._joined = bytearray(BUFFER_SIZE)
         self._vnet_in = bytearray(VNET_HDR_LEN)
         self._zeros = bytes(65536)
@@ -304,7 +305,7 @@ class PacketEngine:
         key = (data, self._senders[reason % len(self._senders)])
         stride = h + header_len + gso_size
         if key != self._out_key or stride != self._out_size \
-                or self._out_used + segments * stride > len(self._batch):
+                or self._out_used + segments * stride + h > len(self._batch):
             self._flush()
             self._out_key, self._out_size = key, stride
         cut = segment_tcp4(view[h:h + n], n, gso_size, view[:h],
@@ -322,11 +323,15 @@ class PacketEngine:
         per_send = segments_per_send(stride)
         if self._out_count >= per_send:
             whole = self._out_count // per_send * per_send
-            sent = whole * stride
-            self._send_rows(memoryview(self._batch)[:sent], key[0], stride, whole, key[1])
-            self._batch[:self._out_used - sent] = self._batch[sent:self._out_used]
-            self._out_used -= sent
+            start, sent = self._out_start, whole * stride
+            self._send_rows(memoryview(self._batch)[start:start + sent], key[0], stride, whole,
+                            key[1])
+            self._out_start += sent
             self._out_count -= whole
+            if len(self._batch) - self._out_used < 65536 + 8192:  # no room for another cut
+                rest = self._out_used - self._out_start
+                self._batch[:rest] = self._batch[self._out_start:self._out_used]
+                self._out_start, self._out_used = 0, rest
 
     def _queue(self, datagram: memoryview, key: tuple[Any, socket.socket]) -> None:
         """An ordinary datagram into the outbox: it leaves with the others of the burst for
@@ -350,9 +355,9 @@ class PacketEngine:
         """Send what the outbox holds."""
         if self._out_count:
             addr, sock = self._out_key
-            self._send_rows(memoryview(self._batch)[:self._out_used], addr, self._out_size,
-                            self._out_count, sock)
-        self._out_key, self._out_used, self._out_count = None, 0, 0
+            self._send_rows(memoryview(self._batch)[self._out_start:self._out_used], addr,
+                            self._out_size, self._out_count, sock)
+        self._out_key, self._out_start, self._out_used, self._out_count = None, 0, 0, 0
 
     def _not_sent(self, action: int, reason: int, data: Any, weight: int = 1) -> None:
         """Everything but SEND for a packet from the TUN: count, answer, or fragment."""

@@ -26,7 +26,7 @@ import itertools
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,7 @@ from tun.packet import checksum
 VNET_HDR: Final = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_*
 VNET_HDR_LEN: Final = VNET_HDR.size
 _IP_WORDS: Final = struct.Struct("!10H")
+_ADDRESSES: Final = struct.Struct("=4H")  # source and destination, native words
 NEEDS_CSUM: Final = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
 GSO_NONE: Final = 0
 GSO_TCPV4: Final = 1
@@ -54,8 +55,9 @@ URG: Final = 0x20
 CWR: Final = 0x80
 
 U8 = npt.NDArray[np.uint8]
-Sums = npt.NDArray[np.uint64]
+U32 = npt.NDArray[np.uint32]  # aliases: a subscripted type costs microseconds per call
 _NATIVE16: Final = np.dtype("=u2")
+_NATIVE32: Final = np.dtype("=u4")
 _LITTLE: Final = sys.byteorder == "little"
 _INDEX: Final = np.arange(8192, dtype=np.int64)  # rows numbered without a new array
 _ZEROS: Final = bytes(65536)
@@ -64,6 +66,13 @@ _ZEROS: Final = bytes(65536)
 def _swap16(value: int) -> int:
     """A 16-bit word as the other byte order sees it."""
     return ((value & 0xFF) << 8) | (value >> 8) if _LITTLE else value
+
+
+_PROTO_TCP: Final = _swap16(6)  # the pseudo-header's zero + protocol word, native order
+# numpy scalars: a Python int operand costs a ufunc a microsecond more
+_FFFF: Final = np.uint32(0xFFFF)
+_ALL_ONES: Final = np.uint32(0xFFFFFFFF)
+_PUSHED: Final = np.uint8(PSH | FIN)
 
 
 @functools.lru_cache(maxsize=64)
@@ -88,12 +97,12 @@ def _native_sums(rows: U8, start: int, end: int | None = None) -> npt.NDArray[np
     stop = width if end is None else end
     if width % 2 == 0 and start % 2 == 0 and stop % 2 == 0 and rows.flags.c_contiguous:
         words = rows.view(_NATIVE16)[:, start // 2:stop // 2]
-        return cast(npt.NDArray[np.uint32], np.add.reduce(words, axis=1, dtype=np.uint32))
+        return cast(U32, np.add.reduce(words, axis=1, dtype=np.uint32))
     first_bytes = rows[:, start:stop:2].sum(axis=1, dtype=np.uint32)
     second_bytes = rows[:, start + 1:stop:2].sum(axis=1, dtype=np.uint32)
     if _LITTLE:
-        return cast(npt.NDArray[np.uint32], first_bytes + (second_bytes << 8))
-    return cast(npt.NDArray[np.uint32], (first_bytes << 8) + second_bytes)
+        return cast(U32, first_bytes + (second_bytes << 8))
+    return cast(U32, (first_bytes << 8) + second_bytes)
 
 
 def _checksum(sums: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
@@ -106,7 +115,8 @@ def _checksum(sums: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
 def _native_pseudo(header: bytes | bytearray | memoryview) -> int:
     """The native-order sum of the pseudo-header words that do not depend on the length:
     the addresses and the protocol."""
-    return int(sum(memoryview(header)[12:20].cast("H"))) + _swap16(6)
+    words: tuple[int, ...] = _ADDRESSES.unpack_from(header, 12)
+    return sum(words) + _PROTO_TCP
 
 
 def finish_checksum(packet: bytearray | memoryview, n: int, start: int, offset: int) -> bool:
@@ -125,7 +135,8 @@ def finish_checksum(packet: bytearray | memoryview, n: int, start: int, offset: 
 def _ip_sum(buf: bytearray | memoryview, at: int) -> int:
     """The folded word sum of the 20-byte IPv4 header at `at`: 0xFFFF if its checksum is
     right."""
-    total = sum(_IP_WORDS.unpack_from(buf, at))
+    words: tuple[int, ...] = _IP_WORDS.unpack_from(buf, at)
+    total = sum(words)
     total = (total & 0xFFFF) + (total >> 16)
     return (total & 0xFFFF) + (total >> 16)
 
@@ -149,14 +160,8 @@ def _index(count: int) -> npt.NDArray[np.int64]:
     return _INDEX[:count] if count <= len(_INDEX) else np.arange(count, dtype=np.int64)
 
 
-@functools.lru_cache(maxsize=16)
-def _offsets(gso_size: int) -> npt.NDArray[np.int64]:
-    """Each row's sequence-number offset for segments of `gso_size` bytes."""
-    offsets: npt.NDArray[np.int64] = _INDEX * gso_size
-    return offsets
-
-
-class Segmented(NamedTuple):
+@dataclass(slots=True)  # not frozen: a frozen one costs a microsecond to build
+class Segmented:
     count: int  # segments written
     stride: int  # bytes per segment; the last may be shorter
     used: int  # bytes written in all
@@ -182,8 +187,8 @@ def _row_sums(buf: Any, count: int, stride: int, start: int) -> npt.NDArray[np.u
     _native_sums): one reduction over a view when the words line up, else the general
     path. The bytes after the last row's end up to `stride` must be zero."""
     if (stride - start) % 2 == 0:  # numpy reads words at odd addresses too
-        return cast(npt.NDArray[np.uint32],
-                    np.add.reduce(_word_rows(buf, count, stride, start), axis=1, dtype=np.uint32))
+        words = _word_rows(buf, count, stride, start)
+        return cast(U32, np.add.reduce(words, axis=1, dtype=np.uint32))
     rows = np.ndarray((count, stride), np.uint8, buf)
     return _native_sums(rows, start)
 
@@ -192,8 +197,8 @@ def _fold_into(sums: npt.NDArray[np.uint32], target: npt.NDArray[Any]) -> None:
     """target = the Internet checksum of each positive sum, in the sums' byte order:
     -sum mod 0xFFFF, computed as (0xFFFFFFFF - sum) % 0xFFFF since 0xFFFFFFFF is a
     multiple of 0xFFFF (sums stay below 2**32)."""
-    np.subtract(0xFFFFFFFF, sums, out=sums)
-    np.remainder(sums, 0xFFFF, out=target, casting="unsafe")
+    np.subtract(_ALL_ONES, sums, out=sums)
+    np.remainder(sums, _FFFF, out=target, casting="unsafe")
 
 
 def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memoryview,
@@ -257,9 +262,9 @@ def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memo
         ip_sums = ((index + ident) & 0xFFFF) + (fixed + full)
         ip_sums[-1] += short - full
         record["ipsum"] = _checksum(ip_sums)
-    seq = int.from_bytes(packet[24:28], "big")
-    np.add(_offsets(gso_size)[:count], seq, out=_column(out, ">u4", count, h + 24, stride),
-           casting="unsafe")  # the cast wraps at 32 bits, as sequence numbers do
+    # sequence numbers: uint32 sums wrap as TCP's do; byte-swapped, then one strided copy
+    seqs = _sequence(gso_size)[:count] + np.uint32(int.from_bytes(packet[24:28], "big"))
+    _column(out, _NATIVE32, count, h + 24, stride)[:] = seqs.byteswap() if _LITTLE else seqs
     # TCP: every word of each row (checksum field zero) plus the pseudo-header
     sums = _row_sums(out, count, stride, h + 20)
     sums += _native_pseudo(packet) + _swap16(full - 20)
@@ -344,36 +349,58 @@ def _one_stream(buf: bytearray | memoryview, count: int, segment: int, h: int, h
     verified), where the runs start and end: a run ends after a PSH or FIN and before a
     row whose TCP header differs from the one before in more than the fields that change
     per segment (a new timestamp, ACK or window: the next super-packet). None if the batch
-    is irregular."""
+    is irregular.
+
+    The headers are copied out once, padded to whole 64-bit words, so that the checks run
+    on a small contiguous array."""
+    strict, variable = _stream_masks(h, hl)
+    width = len(strict) * 8
+    if width > segment:
+        return None
     full = segment - h
     mss = full - hl
-    t = h + 20
-    rows = np.ndarray((count, segment), np.uint8, buf)
-    head = rows[:, :h + hl]
-    change = (head[1:] ^ head[:-1]) & _same_mask(h, hl)
+    head = np.empty((count, width), np.uint8)
+    head[:] = np.ndarray((count, width), np.uint8, buf, 0, (segment, 1))
+    words = head.view(np.uint64)
+    change = words[1:] ^ words[:-1]
     # the stream (outer header, IP header, ports) and the TCP header's length hold for the
     # whole batch; where the rest of the TCP header (ACK, window, options such as the
     # timestamp, other flags) changes, a new run starts
-    if np.count_nonzero(change[:, :t + 4]) or np.count_nonzero(change[:, t + 12]):
+    if np.count_nonzero(change & strict):
         return None
-    if np.count_nonzero(_column(buf, _NATIVE16, count - 1, h + 2, segment) != _swap16(full)):
+    if np.count_nonzero(_column(head, _NATIVE16, count - 1, h + 2, width) != _swap16(full)):
         return None
-    seq = _column(buf, ">u4", count, h + 24, segment)
+    seq = _column(head, ">u4", count, h + 24, width)
     start = int.from_bytes(buf[h + 24:h + 28], "big")
     if np.count_nonzero(seq != _sequence(mss)[:count] + start):  # uint32: wraps as TCP's
         return None
-    if np.count_nonzero(np.add.reduce(np.ndarray((count, 10), _NATIVE16, buf, h, (segment, 2)),
-                                      axis=1, dtype=np.uint32) % 0xFFFF):
+    if np.count_nonzero(np.add.reduce(np.ndarray((count, 10), _NATIVE16, head, h, (width, 2)),
+                                      axis=1, dtype=np.uint32) % _FFFF):
         return None  # an IP header checksum that does not hold: the kernel would drop it
     # the pseudo-header: addresses, protocol, TCP length (total - 20), native order
     sums = _row_sums(buf, count, segment, h + 20)
     sums += _native_pseudo(buf[h:h + 20]) + _swap16(full - 20)
     sums[-1] += _swap16(last - 20) + 0xFFFF - _swap16(full - 20)
-    if np.count_nonzero(sums % 0xFFFF):
+    if np.count_nonzero(sums % _FFFF):
         return None
-    ends = np.flatnonzero((_column(buf, np.uint8, count - 1, h + 33, segment) & (PSH | FIN))
-                          | change[:, t + 4:].any(axis=1))
+    moved = np.bitwise_or.reduce(change & variable, axis=1)
+    ends = (moved | (head[:-1, h + 33] & _PUSHED)).nonzero()[0]
     return [0, *(ends + 1).tolist(), count] if len(ends) else [0, count]
+
+
+@functools.lru_cache(maxsize=64)
+def _stream_masks(h: int, hl: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """_same_mask split in two, padded to whole 64-bit words: the bits that must hold for a
+    whole batch (outer header, IP header, ports, the TCP header's length) and the rest of
+    the TCP header's, whose change starts a new run."""
+    t = h + 20
+    same = np.zeros(-(-(h + hl) // 8) * 8, np.uint8)
+    same[:h + hl] = _same_mask(h, hl)
+    strict = same.copy()
+    strict[t + 4:] = 0
+    strict[t + 12] = same[t + 12]
+    variable = same & ~strict
+    return strict.view(np.uint64), variable.view(np.uint64)
 
 
 def _regular(packet: memoryview, thl: int) -> bool:
