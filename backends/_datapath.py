@@ -50,7 +50,7 @@ UDP_GRO: Final = 104
 MAX_SEGMENTS: Final = 64
 NET_GROUP: Final = 3 * 65536  # GRO batches gathered for one planning pass
 MIN_JOIN: Final = 4  # fewer segments cost less one by one than through the planner
-SMALL: Final = 512  # datagrams this small (pings, ACKs) go on at once: latency matters more
+SMALL: Final = 512  # received datagrams this small (pings, ACKs) are not gathered for joining
 MAX_GSO_BYTES: Final = 65507 - 8  # one UDP datagram's payload limit, as the kernel sees it
 _U16: Final = struct.Struct("=H")
 _GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)
@@ -335,10 +335,12 @@ class PacketEngine:
 
     def _queue(self, datagram: memoryview, key: tuple[Any, socket.socket]) -> None:
         """An ordinary datagram into the outbox: it leaves with the others of the burst for
-        the same peer and of the same size (the last may be shorter) in one GSO send."""
+        the same peer and of the same size (the last may be shorter) in one GSO send. The
+        outbox is flushed at the end of every burst, so a lone packet (a ping) waits for
+        nothing, and a flood of small ones costs one send per 64 instead of one each."""
         total = len(datagram)
-        if not self.gso or (total < SMALL and not self._out_count):
-            self._send(datagram, key[0], total, 1, key[1])  # nothing to gain by waiting
+        if not self.gso:
+            self._send(datagram, key[0], total, 1, key[1])
             return
         if key != self._out_key or total > self._out_size \
                 or self._out_count >= segments_per_send(self._out_size) \
