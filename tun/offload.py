@@ -345,11 +345,10 @@ def _runs(breaks: list[int], limit: int) -> list[Run]:
 
 def _one_stream(buf: bytearray | memoryview, count: int, segment: int, h: int, hl: int,
                 last: int) -> list[int] | None:
-    """If all rows continue one another (one TCP stream in sequence, every row's checksums
-    verified), where the runs start and end: a run ends after a PSH or FIN and before a
-    row whose TCP header differs from the one before in more than the fields that change
-    per segment (a new timestamp, ACK or window: the next super-packet). None if the batch
-    is irregular.
+    """If all rows are regular (the same outer and IP headers, full segments but the last,
+    every row's checksums verified), where the runs start and end: a run ends after a PSH
+    or FIN and before a row that does not continue it (another flow, a sequence gap, a new
+    timestamp, ACK or window: the next super-packet). None if the batch is irregular.
 
     The headers are copied out once, padded to whole 64-bit words, so that the checks run
     on a small contiguous array."""
@@ -363,17 +362,16 @@ def _one_stream(buf: bytearray | memoryview, count: int, segment: int, h: int, h
     head[:] = np.ndarray((count, width), np.uint8, buf, 0, (segment, 1))
     words = head.view(np.uint64)
     change = words[1:] ^ words[:-1]
-    # the stream (outer header, IP header, ports) and the TCP header's length hold for the
-    # whole batch; where the rest of the TCP header (ACK, window, options such as the
-    # timestamp, other flags) changes, a new run starts
+    # the outer header, the IP header and the TCP header's length hold for the whole batch
+    # (so one pseudo-header serves every row); where the TCP header changes in more than
+    # the fields that change per segment (another flow, a new timestamp, ACK or window,
+    # other flags) or the sequence does not go on, a new run starts
     if np.count_nonzero(change & strict):
         return None
     if np.count_nonzero(_column(head, _NATIVE16, count - 1, h + 2, width) != _swap16(full)):
         return None
     seq = _column(head, ">u4", count, h + 24, width)
-    start = int.from_bytes(buf[h + 24:h + 28], "big")
-    if np.count_nonzero(seq != _sequence(mss)[:count] + start):  # uint32: wraps as TCP's
-        return None
+    jumped = np.subtract(seq[1:], seq[:-1], dtype=np.uint32) != np.uint32(mss)  # wraps as TCP's
     if np.count_nonzero(np.add.reduce(np.ndarray((count, 10), _NATIVE16, head, h, (width, 2)),
                                       axis=1, dtype=np.uint32) % _FFFF):
         return None  # an IP header checksum that does not hold: the kernel would drop it
@@ -384,20 +382,20 @@ def _one_stream(buf: bytearray | memoryview, count: int, segment: int, h: int, h
     if np.count_nonzero(sums % _FFFF):
         return None
     moved = np.bitwise_or.reduce(change & variable, axis=1)
-    ends = (moved | (head[:-1, h + 33] & _PUSHED)).nonzero()[0]
+    ends = (moved | (head[:-1, h + 33] & _PUSHED) | jumped).nonzero()[0]
     return [0, *(ends + 1).tolist(), count] if len(ends) else [0, count]
 
 
 @functools.lru_cache(maxsize=64)
 def _stream_masks(h: int, hl: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     """_same_mask split in two, padded to whole 64-bit words: the bits that must hold for a
-    whole batch (outer header, IP header, ports, the TCP header's length) and the rest of
-    the TCP header's, whose change starts a new run."""
+    whole batch (outer header, IP header, the TCP header's length) and the rest of the TCP
+    header's, whose change starts a new run."""
     t = h + 20
     same = np.zeros(-(-(h + hl) // 8) * 8, np.uint8)
     same[:h + hl] = _same_mask(h, hl)
     strict = same.copy()
-    strict[t + 4:] = 0
+    strict[t:] = 0
     strict[t + 12] = same[t + 12]
     variable = same & ~strict
     return strict.view(np.uint64), variable.view(np.uint64)

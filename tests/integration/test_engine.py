@@ -97,6 +97,29 @@ async def test_a_plain_peer_receives_ordinary_datagrams(rig: Rig, offload: bool)
         assert counters["gso_sends"] == 0
 
 
+async def test_a_flood_of_small_packets_leaves_in_gso_sends_and_a_lone_one_at_once(
+        rig: Rig) -> None:
+    """200 packets of 92 bytes queued in one burst (what `iperf3 -u -l 64` makes) leave in
+    4 sends of up to 64 ordinary datagrams; a ping on its own is not held back either (the
+    outbox is flushed at the end of every burst)."""
+    flood = [packet(92, seq, "10.5.2.7") for seq in range(200)]
+    for data in flood:
+        rig.kernel.send(data)
+    engine = rig.engine(offload=True)
+    engine.start()
+    try:
+        received = [await asyncio.to_thread(rig.peer.recv, 65536) for _ in flood]
+        assert received == [one_hop(data) for data in flood]
+        counters = engine.counters()
+        assert (counters["gso_sends"], counters["gso_segments"]) == (4, 200)
+        ping = packet(84, 999, "10.5.2.7")
+        rig.kernel.send(ping)
+        assert await asyncio.to_thread(rig.peer.recv, 65536) == one_hop(ping)
+    finally:
+        engine.stop()
+    assert engine.counters()["tx_packets"] == 201
+
+
 @pytest.mark.parametrize("offload", [True, False])
 async def test_plain_datagrams_reach_the_tun_intact(rig: Rig, offload: bool) -> None:
     sizes = [1472] * 40 + [77] + [1472] * 10

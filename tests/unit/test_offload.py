@@ -662,11 +662,12 @@ def test_two_flows_in_blocks_are_two_runs(outer: bytes) -> None:
 
 
 @OUTERS
-@pytest.mark.parametrize("field", ["timestamp", "ack", "window"])
+@pytest.mark.parametrize("field", ["timestamp", "ack", "window", "flow", "gap"])
 def test_the_next_super_packet_starts_a_new_run(outer: bytes, field: str) -> None:
-    """Rows 3-5 are cut from the sender's next super-packet: the stream goes on in
-    sequence, but with a later timestamp, ACK or window. The one-pass planner (the path a
-    busy stream takes) splits there instead of leaving the batch to the detailed one."""
+    """Rows 3-5 are cut from the sender's next super-packet (a later timestamp, ACK or
+    window), from another flow between the same hosts, or after a gap in the sequence. The
+    one-pass planner (the path busy streams take) splits there instead of leaving the
+    batch to the detailed one."""
     rows = stream(outer=outer, options="timestamps", mss=MSS - 12)
     for i in range(3, ROWS):
         packet = IP(rows[i][len(outer):])
@@ -674,8 +675,12 @@ def test_the_next_super_packet_starts_a_new_run(outer: bytes, field: str) -> Non
             packet[TCP].options = [("NOP", None), ("NOP", None), ("Timestamp", (0x01020305, 7))]
         elif field == "ack":
             packet[TCP].ack += 1448
-        else:
+        elif field == "window":
             packet[TCP].window += 1
+        elif field == "flow":
+            packet[TCP].sport, packet[TCP].seq = 4001, 77 + i * (MSS - 12)
+        else:
+            packet[TCP].seq = (packet[TCP].seq + MSS - 12) % WRAP
         del packet[TCP].chksum
         rows[i] = outer + bytes(packet)
     check_plan(rows, len(outer), [Run(0, 3), Run(3, 3)])
