@@ -189,6 +189,7 @@ class PacketEngine:
         self._out_key: Any = None  # (peer address, socket) of what the outbox holds
         self._out_size = self._out_used = self._out_count = 0
         self._out_start = 0  # the outbox is _batch[_out_start:_out_used]
+        self._first = True  # nothing of this burst queued yet
         self._joined = bytearray(BUFFER_SIZE)
         self._vnet_in = bytearray(VNET_HDR_LEN)
         self._zeros = bytes(65536)
@@ -335,11 +336,14 @@ class PacketEngine:
 
     def _queue(self, datagram: memoryview, key: tuple[Any, socket.socket]) -> None:
         """An ordinary datagram into the outbox: it leaves with the others of the burst for
-        the same peer and of the same size (the last may be shorter) in one GSO send. The
-        outbox is flushed at the end of every burst, so a lone packet (a ping) waits for
-        nothing, and a flood of small ones costs one send per 64 instead of one each."""
+        the same peer and of the same size (the last may be shorter) in one GSO send.
+
+        A small datagram that opens a burst leaves at once: it is most likely a lone one (a
+        ping, an ACK), and a cold daemon takes tens of microseconds to find out that nothing
+        follows. The rest of a burst of small ones (a flood) is batched: one send per 64."""
         total = len(datagram)
-        if not self.gso:
+        first, self._first = self._first, False
+        if not self.gso or (first and total < SMALL):
             self._send(datagram, key[0], total, 1, key[1])
             return
         if key != self._out_key or total > self._out_size \
@@ -383,6 +387,7 @@ class PacketEngine:
         skip = VNET_HDR_LEN if vnet else 0
         decide, drops = self.codec.from_tun, self.drops
         senders, headroom = self._senders, self._headroom
+        self._first = True
         for _ in range(MAX_BURST):
             try:
                 n = os.readv(fd, into) - skip
