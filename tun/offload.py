@@ -35,7 +35,6 @@ from tun.packet import checksum
 
 VNET_HDR: Final = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_*
 VNET_HDR_LEN: Final = VNET_HDR.size
-_IP_WORDS: Final = struct.Struct("!10H")
 _ADDRESSES: Final = struct.Struct("=4H")  # source and destination, native words
 NEEDS_CSUM: Final = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
 GSO_NONE: Final = 0
@@ -92,24 +91,18 @@ def _native_sums(rows: U8, start: int, end: int | None = None) -> npt.NDArray[np
     """Per row, the unfolded sum of the 16-bit words in columns [start, end) (to the row's
     end by default), read in native byte order (the ones'-complement sum commutes with a
     byte swap, RFC 1071 2(B)); an odd last column counts as the first byte of a zero-padded
-    word. Rows are at most 64 KB, so 32 bits hold the sum."""
+    word. Rows are at most 64 KB, so 32 bits hold the sum. A short last datagram is summed
+    as a whole row: the caller zero-pads it."""
     width = rows.shape[1]
     stop = width if end is None else end
-    if width % 2 == 0 and start % 2 == 0 and stop % 2 == 0 and rows.flags.c_contiguous:
-        words = rows.view(_NATIVE16)[:, start // 2:stop // 2]
+    if (stop - start) % 2 == 0 and rows.strides[1] == 1:  # one view of words, one reduction
+        words = rows[:, start:stop].view(_NATIVE16)  # numpy reads words at odd addresses too
         return cast(U32, np.add.reduce(words, axis=1, dtype=np.uint32))
     first_bytes = rows[:, start:stop:2].sum(axis=1, dtype=np.uint32)
     second_bytes = rows[:, start + 1:stop:2].sum(axis=1, dtype=np.uint32)
     if _LITTLE:
         return cast(U32, first_bytes + (second_bytes << 8))
     return cast(U32, (first_bytes << 8) + second_bytes)
-
-
-def _checksum(sums: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
-    """The Internet checksum for positive unfolded sums: ~fold(sum) & 0xFFFF, which is
-    -sum mod 0xFFFF (a sum that folds to 0xFFFF gives 0, as the standard algorithm does)."""
-    result: npt.NDArray[np.int64] = (-sums.astype(np.int64)) % 0xFFFF
-    return result
 
 
 def _native_pseudo(header: bytes | bytearray | memoryview) -> int:
@@ -132,19 +125,10 @@ def finish_checksum(packet: bytearray | memoryview, n: int, start: int, offset: 
     return True
 
 
-def _ip_sum(buf: bytearray | memoryview, at: int) -> int:
-    """The folded word sum of the 20-byte IPv4 header at `at`: 0xFFFF if its checksum is
-    right."""
-    words: tuple[int, ...] = _IP_WORDS.unpack_from(buf, at)
-    total = sum(words)
-    total = (total & 0xFFFF) + (total >> 16)
-    return (total & 0xFFFF) + (total >> 16)
-
-
 def _set_ip_checksum(buf: bytearray | memoryview, at: int) -> None:
     """The IPv4 header checksum of the 20-byte header at `at`, written in place."""
     buf[at + 10] = buf[at + 11] = 0
-    value = ~_ip_sum(buf, at) & 0xFFFF
+    value = checksum(memoryview(buf)[at:at + 20])
     buf[at + 10], buf[at + 11] = value >> 8, value & 0xFF
 
 
@@ -153,11 +137,6 @@ def _sequence(mss: int) -> npt.NDArray[np.uint32]:
     """Each row's sequence-number offset for segments of `mss` bytes, as TCP's 32 bits."""
     offsets: npt.NDArray[np.uint32] = (_INDEX * mss).astype(np.uint32)
     return offsets
-
-
-def _index(count: int) -> npt.NDArray[np.int64]:
-    """0, 1, ..., count - 1."""
-    return _INDEX[:count] if count <= len(_INDEX) else np.arange(count, dtype=np.int64)
 
 
 @dataclass(slots=True)  # not frozen: a frozen one costs a microsecond to build
@@ -172,25 +151,6 @@ def _column(buf: Any, dtype: Any, count: int, at: int, stride: int) -> npt.NDArr
     over buf (no copy)."""
     column: npt.NDArray[Any] = np.ndarray((count,), dtype, buf, at, (stride,))
     return column
-
-
-def _word_rows(buf: Any, count: int, stride: int, start: int) -> npt.NDArray[np.uint16]:
-    """Per row of `count` rows `stride` bytes apart, the native 16-bit words from column
-    `start` to the row's end (an even number of bytes)."""
-    words: npt.NDArray[np.uint16] = np.ndarray((count, (stride - start) // 2), _NATIVE16,
-                                               buf, start, (stride, 2))
-    return words
-
-
-def _row_sums(buf: Any, count: int, stride: int, start: int) -> npt.NDArray[np.uint32]:
-    """The unfolded native-order word sum of each row from column `start` on (see
-    _native_sums): one reduction over a view when the words line up, else the general
-    path. The bytes after the last row's end up to `stride` must be zero."""
-    if (stride - start) % 2 == 0:  # numpy reads words at odd addresses too
-        words = _word_rows(buf, count, stride, start)
-        return cast(U32, np.add.reduce(words, axis=1, dtype=np.uint32))
-    rows = np.ndarray((count, stride), np.uint8, buf)
-    return _native_sums(rows, start)
 
 
 def _fold_into(sums: npt.NDArray[np.uint32], target: npt.NDArray[Any]) -> None:
@@ -261,12 +221,12 @@ def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memo
         fixed = int(sum(words)) - words[1] - words[2] - words[5]  # but length, ID, checksum
         ip_sums = ((index + ident) & 0xFFFF) + (fixed + full)
         ip_sums[-1] += short - full
-        record["ipsum"] = _checksum(ip_sums)
+        _fold_into(ip_sums.astype(np.uint32), record["ipsum"])
     # sequence numbers: uint32 sums wrap as TCP's do; byte-swapped, then one strided copy
     seqs = _sequence(gso_size)[:count] + np.uint32(int.from_bytes(packet[24:28], "big"))
     _column(out, _NATIVE32, count, h + 24, stride)[:] = seqs.byteswap() if _LITTLE else seqs
     # TCP: every word of each row (checksum field zero) plus the pseudo-header
-    sums = _row_sums(out, count, stride, h + 20)
+    sums = _native_sums(rows, h + 20)
     sums += _native_pseudo(packet) + _swap16(full - 20)
     if count > 1 or short != full:
         sums[-1] += _swap16(short - 20) + 0xFFFF - _swap16(full - 20)
@@ -372,11 +332,10 @@ def _one_stream(buf: bytearray | memoryview, count: int, segment: int, h: int, h
         return None
     seq = _column(head, ">u4", count, h + 24, width)
     jumped = np.subtract(seq[1:], seq[:-1], dtype=np.uint32) != np.uint32(mss)  # wraps as TCP's
-    if np.count_nonzero(np.add.reduce(np.ndarray((count, 10), _NATIVE16, head, h, (width, 2)),
-                                      axis=1, dtype=np.uint32) % _FFFF):
+    if np.count_nonzero(_native_sums(head, h, h + 20) % _FFFF):
         return None  # an IP header checksum that does not hold: the kernel would drop it
     # the pseudo-header: addresses, protocol, TCP length (total - 20), native order
-    sums = _row_sums(buf, count, segment, h + 20)
+    sums = _native_sums(np.ndarray((count, segment), np.uint8, buf), h + 20)
     sums += _native_pseudo(buf[h:h + 20]) + _swap16(full - 20)
     sums[-1] += _swap16(last - 20) + 0xFFFF - _swap16(full - 20)
     if np.count_nonzero(sums % _FFFF):
