@@ -42,7 +42,8 @@ V = TypeVar("V")
 SOCKET_BUFFER: Final = 4 << 20
 MAX_BURST: Final = 256
 BUFFER_SIZE: Final = 65536 + 4096  # a GRO batch padded to whole segments fits
-SEGMENT_BUFFER: Final = 4 * 65536 + 8192  # super-packets cut, headers on every segment
+CUT_ROOM: Final = 65536 + 8192  # a 64 KB super-packet cut at an MSS near the MTU
+SEGMENT_BUFFER: Final = 3 * 65536 + CUT_ROOM  # super-packets cut, headers on every segment
 # UDP GSO/GRO (Python 3.11 lacks the names): SOL_UDP, UDP_SEGMENT, UDP_GRO
 SOL_UDP: Final = 17
 UDP_SEGMENT: Final = 103
@@ -185,7 +186,7 @@ class PacketEngine:
         self._headroom = codec.headroom
         self._tun_buf = bytearray(BUFFER_SIZE)
         self._net_buf = bytearray(NET_GROUP + 2 * 65536)  # a group, a batch, its padding
-        self._batch = bytearray(SEGMENT_BUFFER)  # the outbox: datagrams for one GSO send
+        self._batch = bytearray(SEGMENT_BUFFER)  # the outbox: datagrams for GSO sends
         self._out_key: Any = None  # (peer address, socket) of what the outbox holds
         self._out_size = self._out_used = self._out_count = 0
         self._out_start = 0  # the outbox is _batch[_out_start:_out_used]
@@ -306,7 +307,7 @@ class PacketEngine:
         key = (data, self._senders[reason % len(self._senders)])
         stride = h + header_len + gso_size
         if key != self._out_key or stride != self._out_size \
-                or self._out_used + segments * stride + h > len(self._batch):
+                or self._out_used + segments * stride > len(self._batch):
             self._flush()
             self._out_key, self._out_size = key, stride
         cut = segment_tcp4(view[h:h + n], n, gso_size, view[:h],
@@ -329,7 +330,7 @@ class PacketEngine:
                             key[1])
             self._out_start += sent
             self._out_count -= whole
-            if len(self._batch) - self._out_used < 65536 + 8192:  # no room for another cut
+            if len(self._batch) - self._out_used < CUT_ROOM:  # no room for another cut
                 rest = self._out_used - self._out_start
                 self._batch[:rest] = self._batch[self._out_start:self._out_used]
                 self._out_start, self._out_used = 0, rest
@@ -338,9 +339,10 @@ class PacketEngine:
         """An ordinary datagram into the outbox: it leaves with the others of the burst for
         the same peer and of the same size (the last may be shorter) in one GSO send.
 
-        A small datagram that opens a burst leaves at once: it is most likely a lone one (a
-        ping, an ACK), and a cold daemon takes tens of microseconds to find out that nothing
-        follows. The rest of a burst of small ones (a flood) is batched: one send per 64."""
+        The first datagram of a burst to come here leaves at once if it is small: it is most
+        likely a lone one (a ping, an ACK), and a cold daemon takes tens of microseconds to
+        find out that nothing follows. The rest of a burst of small ones (a flood) is
+        batched: one send per 64."""
         total = len(datagram)
         first, self._first = self._first, False
         if not self.gso or (first and total < SMALL):
