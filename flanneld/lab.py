@@ -243,7 +243,12 @@ class Lab:
         def healthy() -> bool:
             return self.etcdctl("endpoint", "health", check=False).returncode == 0
 
-        wait_for("etcd to answer", healthy, timeout=30, interval=0.1)
+        try:
+            wait_for("etcd to answer", healthy, timeout=30, interval=0.1)
+        except LabError as exc:  # say why while its log exists (teardown removes it)
+            tail = (self.workdir / f"etcd-m{self.etcd_members - 1}.log").read_text(
+                errors="replace").splitlines()[-3:]
+            raise LabError(f"{exc}; etcd's log ends: {' | '.join(tail)}") from None
 
     def stop_etcd(self, member: int | None = None) -> None:
         """Stop one member, or all of them."""
@@ -415,10 +420,12 @@ class Lab:
                     os.kill(int(pid), signal.SIGKILL)
             sh("ip", "netns", "del", ns, check=False)
         self.namespaces.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)  # etcd's data alone is 62 MB
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Lab]:
-        """Underlay + etcd + `hosts_count` hosts; everything removed on exit, whatever happens."""
+        """Underlay + etcd + `hosts_count` hosts; everything removed on exit, whatever happens
+        (namespaces, processes, and the work directory with etcd's data and the logs)."""
         try:
             self.create_underlay()
             self.start_etcd()
@@ -430,6 +437,12 @@ class Lab:
 
 
 # -- the lab command ---------------------------------------------------------------------
+
+
+def _report(lab: Lab, exc: LabError) -> None:
+    print(f"\nflanneld-lab: {exc}", file=sys.stderr)
+    for host in lab.hosts:
+        print(f"  h{host.index} log: {lab.log_tail(host)}", file=sys.stderr)
 
 
 def _step(number: int, total: int, text: str) -> Callable[..., None]:
@@ -468,64 +481,66 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
     try:
         done = _step(1, total, f"underlay, etcd and {hosts} host namespaces ({lab.prefix}-*)")
         with lab.running():
-            done()
-            shown = backend + (f" ({dataplane} data plane)" if dataplane else "")
-            done = _step(2, total, f"network config: {network}, backend {shown}")
-            lab.put_config(_network_config(backend, network, dataplane))
-            done()
-            done = _step(3, total, "starting flanneld on every host")
-            for host in lab.hosts:
-                if dataplane == "userspace":
-                    lab.wire_like(host)
-                lab.start_daemon(host)
-            for host in lab.hosts:
-                lab.wait_ready(host)
-            done(", ".join(f"h{h.index}={h.subnet}" for h in lab.hosts))
-            done = _step(4, total, "docker0 (--bip=$FLANNEL_SUBNET) and a container per host")
-            for host in lab.hosts:
-                lab.add_container(host)
-            done()
-            done = _step(5, total, "container-to-container ping, every pair")
-            pairs = [(a, b) for a in lab.hosts for b in lab.hosts if a is not b]
-            for a, b in pairs:
-                wait_for(f"c{a.index} -> c{b.index}", partial(lab.can_reach, a, b.container_ip),
-                         timeout=10)
-            pings = {(a.index, b.index): lab.ping(a, b.container_ip, count=5) for a, b in pairs}
-            done()
-            done = _step(6, total, f"iperf3 between hosts, {seconds:.0f} s each")
-            ring = list(zip(lab.hosts, [*lab.hosts[1:], lab.hosts[0]], strict=True))
-            rates = {(a.index, b.index): lab.iperf(a, b, seconds) for a, b in ring}
-            done()
-            results["subnets"] = {f"h{h.index}": str(h.subnet) for h in lab.hosts}
-            results["ping"] = [{"from": f"c{a}", "to": f"c{b}", **v}
-                               for (a, b), v in pings.items()]
-            results["iperf3"] = [{"from": f"c{a}", "to": f"c{b}", "gbit_s": r / 1e9}
-                                 for (a, b), r in rates.items()]
-            failed = [p for p in results["ping"] if p["received"] != p["sent"]]
-            if as_json:
-                print(json.dumps(results, indent=2))
-            else:
-                print()
-                print(format_table(["host", "underlay", "subnet"],
-                             [(f"h{h.index}", h.ip, str(h.subnet)) for h in lab.hosts]))
-                print()
-                print(format_table(["from", "to", "received", "rtt"],
-                             [(p["from"], p["to"], f"{p['received']}/{p['sent']}",
-                               f"{p['rtt_ms']:.3f} ms") for p in results["ping"]]))
-                print()
-                print(format_table(["from", "to", "throughput"],
-                             [(r["from"], r["to"], f"{r['gbit_s']:.2f} Gbit/s")
-                              for r in results["iperf3"]]))
-            if keep:
-                print(f"\n--keep: lab stays up until Enter (namespaces {lab.prefix}-*)")
-                with contextlib.suppress(EOFError):
-                    input()
-            print("\ntearing down ...", flush=True)
-            return 1 if failed else 0
-    except LabError as exc:
-        print(f"\nflanneld-lab: {exc}", file=sys.stderr)
-        for host in lab.hosts:
-            print(f"  h{host.index} log: {lab.log_tail(host)}", file=sys.stderr)
+            try:
+                done()
+                shown = backend + (f" ({dataplane} data plane)" if dataplane else "")
+                done = _step(2, total, f"network config: {network}, backend {shown}")
+                lab.put_config(_network_config(backend, network, dataplane))
+                done()
+                done = _step(3, total, "starting flanneld on every host")
+                for host in lab.hosts:
+                    if dataplane == "userspace":
+                        lab.wire_like(host)
+                    lab.start_daemon(host)
+                for host in lab.hosts:
+                    lab.wait_ready(host)
+                done(", ".join(f"h{h.index}={h.subnet}" for h in lab.hosts))
+                done = _step(4, total, "docker0 (--bip=$FLANNEL_SUBNET) and a container per host")
+                for host in lab.hosts:
+                    lab.add_container(host)
+                done()
+                done = _step(5, total, "container-to-container ping, every pair")
+                pairs = [(a, b) for a in lab.hosts for b in lab.hosts if a is not b]
+                for a, b in pairs:
+                    wait_for(f"c{a.index} -> c{b.index}", partial(lab.can_reach, a, b.container_ip),
+                             timeout=10)
+                pings = {(a.index, b.index): lab.ping(a, b.container_ip, count=5) for a, b in pairs}
+                done()
+                done = _step(6, total, f"iperf3 between hosts, {seconds:.0f} s each")
+                ring = list(zip(lab.hosts, [*lab.hosts[1:], lab.hosts[0]], strict=True))
+                rates = {(a.index, b.index): lab.iperf(a, b, seconds) for a, b in ring}
+                done()
+                results["subnets"] = {f"h{h.index}": str(h.subnet) for h in lab.hosts}
+                results["ping"] = [{"from": f"c{a}", "to": f"c{b}", **v}
+                                   for (a, b), v in pings.items()]
+                results["iperf3"] = [{"from": f"c{a}", "to": f"c{b}", "gbit_s": r / 1e9}
+                                     for (a, b), r in rates.items()]
+                failed = [p for p in results["ping"] if p["received"] != p["sent"]]
+                if as_json:
+                    print(json.dumps(results, indent=2))
+                else:
+                    print()
+                    print(format_table(["host", "underlay", "subnet"],
+                                 [(f"h{h.index}", h.ip, str(h.subnet)) for h in lab.hosts]))
+                    print()
+                    print(format_table(["from", "to", "received", "rtt"],
+                                 [(p["from"], p["to"], f"{p['received']}/{p['sent']}",
+                                   f"{p['rtt_ms']:.3f} ms") for p in results["ping"]]))
+                    print()
+                    print(format_table(["from", "to", "throughput"],
+                                 [(r["from"], r["to"], f"{r['gbit_s']:.2f} Gbit/s")
+                                  for r in results["iperf3"]]))
+                if keep:
+                    print(f"\n--keep: lab stays up until Enter (namespaces {lab.prefix}-*)")
+                    with contextlib.suppress(EOFError):
+                        input()
+                print("\ntearing down ...", flush=True)
+                return 1 if failed else 0
+            except LabError as exc:  # reported while the logs are still there
+                _report(lab, exc)
+                return 1
+    except LabError as exc:  # the lab itself could not be built
+        _report(lab, exc)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; lab torn down", file=sys.stderr)

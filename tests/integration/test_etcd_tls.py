@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -65,6 +66,7 @@ def tls_etcd(request: pytest.FixtureRequest) -> Iterator[tuple[str, Path, bool]]
         proc.terminate()
         proc.wait(10)
         log.close()
+        shutil.rmtree(pki, ignore_errors=True)
 
 
 @pytest.mark.parametrize("scheme", ["https", "http"])  # a CA alone means TLS either way
