@@ -25,6 +25,7 @@ import functools
 import itertools
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -57,6 +58,8 @@ U8 = npt.NDArray[np.uint8]
 U32 = npt.NDArray[np.uint32]  # aliases: a subscripted type costs microseconds per call
 _NATIVE16: Final = np.dtype("=u2")
 _NATIVE32: Final = np.dtype("=u4")
+_BIG16: Final = np.dtype(">u2")
+_BIG32: Final = np.dtype(">u4")
 _LITTLE: Final = sys.byteorder == "little"
 _INDEX: Final = np.arange(8192, dtype=np.int64)  # rows numbered without a new array
 _ZEROS: Final = bytes(65536)
@@ -72,6 +75,12 @@ _PROTO_TCP: Final = _swap16(6)  # the pseudo-header's zero + protocol word, nati
 _FFFF: Final = np.uint32(0xFFFF)
 _ALL_ONES: Final = np.uint32(0xFFFFFFFF)
 _PUSHED: Final = np.uint8(PSH | FIN)
+_KEPT_FLAGS: Final = np.uint8(0xFF & ~(FIN | PSH | CWR))  # what every segment keeps
+# the IP and TCP header bits all super-packets of one cut share: version and header
+# length, DF and the fragment fields, protocol, the TCP header's length
+_SHAPE_MASK: Final = np.zeros(33, np.uint8)
+_SHAPE_MASK[[0, 6, 7, 9]] = 0xFF
+_SHAPE_MASK[32] = 0xF0
 
 
 @functools.lru_cache(maxsize=64)
@@ -161,77 +170,154 @@ def _fold_into(sums: npt.NDArray[np.uint32], target: npt.NDArray[Any]) -> None:
     np.remainder(sums, _FFFF, out=target, casting="unsafe")
 
 
+def tso_header_len(packet: bytes | bytearray | memoryview, n: int, gso_size: int) -> int:
+    """The IPv4 + TCP header length of packet[:n] if it is a super-packet we can cut into
+    segments of `gso_size` payload bytes, else 0: IP options, not TCP, a fragment, header
+    lengths that do not fit, no payload."""
+    if n < 40 or packet[0] != 0x45 or packet[9] != 6 or gso_size <= 0:
+        return 0
+    if (packet[6] << 8 | packet[7]) & 0x3FFF:  # MF or an offset: not a TSO packet
+        return 0
+    thl = (packet[32] >> 4) * 4
+    hl = 20 + thl
+    return hl if thl >= 20 and hl < n else 0
+
+
 def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memoryview,
                  out: bytearray | memoryview) -> Segmented | None:
     """Cut the IPv4/TCP super-packet packet[:n] into segments of `gso_size` payload bytes,
-    each `prefix` + IP header + TCP header + payload with every field a NIC's TSO sets
-    (total length, sequence, FIN/PSH on the last only, CWR on the first only, both
-    checksums; the IP ID + i, or, with DF set, the same ID in every segment as Linux's
-    GSO does for TCP with fixed IDs, RFC 6864 4.1).
-
-    The segments lie back to back in `out` (all `stride` bytes but the last), ready for one
-    UDP GSO send. The header's TTL, addresses and options are copied as they are (the
-    caller has already decremented the TTL). None if it is not a super-packet we can cut:
-    IP options, not TCP, a fragment, header lengths that do not fit, or too many bytes."""
-    if n < 40 or packet[0] != 0x45 or packet[9] != 6 or gso_size <= 0:
-        return None
-    if (packet[6] << 8 | packet[7]) & 0x3FFF:  # MF or an offset: not a TSO packet
-        return None
-    thl = (packet[32] >> 4) * 4
-    hl = 20 + thl
-    if thl < 20 or hl >= n:
+    each `prefix` + IP header + TCP header + payload (see segment_tcp4_many, which this
+    calls with one super-packet). None if it is not a super-packet we can cut (see
+    tso_header_len) or `out` is too small."""
+    if not tso_header_len(packet, n, gso_size):
         return None
     h = len(prefix)
-    payload_len = n - hl
-    count = -(-payload_len // gso_size)
-    stride = h + hl + gso_size
-    if count * stride > len(out) or count > len(_INDEX):
+    source = bytearray(h + n)
+    source[:h], source[h:] = prefix, packet[:n]
+    return segment_tcp4_many(source, 0, len(source), [n], gso_size, h, out)
+
+
+def segment_tcp4_many(buf: bytearray | memoryview, first: int, slot: int,
+                      lengths: Sequence[int], gso_size: int, h: int,
+                      out: bytearray | memoryview) -> Segmented | None:
+    """Cut a burst of IPv4/TCP super-packets into segments of `gso_size` payload bytes, all
+    in one pass: super-packet j lies at buf[first + j * slot:], `h` bytes of outer header
+    (the prefix every segment gets) and then its IP packet of lengths[j] bytes.
+
+    Each segment gets every field a NIC's TSO sets (total length, sequence, FIN/PSH on the
+    last only, CWR on the first only, both checksums; the IP ID + i, or, with DF set, the
+    same ID in every segment as Linux's GSO does for TCP with fixed IDs, RFC 6864 4.1).
+    Outer header, TTL, addresses and options are copied as they are (the caller has
+    already written the one and decremented the other).
+
+    The segments lie back to back in `out` (`stride` bytes each but the last), ready for
+    UDP GSO sends: so every super-packet but the last must carry whole segments only, and
+    all must share the header length and the DF bit (tso_header_len checks one). None if
+    they do not, or if `out` is too small."""
+    k = len(lengths)
+    base = first + h  # the first IP header
+    if k == 0 or slot <= 0 or gso_size <= 0:
         return None
-    last = payload_len - (count - 1) * gso_size
+    hl = tso_header_len(memoryview(buf)[base:], lengths[0], gso_size)
+    if not hl:
+        return None
+    stride = h + hl + gso_size
+    counts = [-(-(n - hl) // gso_size) for n in lengths]
+    if lengths[-1] <= hl or any(n <= hl or (n - hl) % gso_size for n in lengths[:-1]):
+        return None  # no payload, or a short last segment before the end
+    rows_total = sum(counts)
+    if rows_total * stride > len(out) or rows_total > len(_INDEX):
+        return None
+    heads = np.ndarray((k, h + hl), np.uint8, buf, first, (slot, 1))
+    flags = heads[:, h + 33].tobytes()
+    df = heads[0, h + 6] & 0x40
+    if k > 1 and np.count_nonzero((heads[:, h:h + 33] ^ heads[0, h:h + 33]) & _SHAPE_MASK):
+        return None  # another header length, IP version, protocol, DF or fragment field
+    last = lengths[-1] - hl - (counts[-1] - 1) * gso_size
     full, short = hl + gso_size, hl + last
-    flags = packet[33]
-    ident = (packet[4] << 8) | packet[5]
-    fixed_id = bool(packet[6] & 0x40)  # DF: the ID may stay the same (RFC 6864 4.1)
-    # one header for every row: total length of a full segment, no FIN/PSH/CWR, the IP
-    # checksum that goes with it (the last row and, without DF, the IDs are fixed below)
-    template = bytearray(prefix)
-    template += packet[:hl]
-    template[h + 2], template[h + 3] = full >> 8, full & 0xFF
-    template[h + 33] = flags & (0xFF & ~(FIN | PSH | CWR)) if count > 1 else flags
-    template[h + 36] = template[h + 37] = 0
-    _set_ip_checksum(template, h)
-    rows = np.ndarray((count, stride), np.uint8, out)
-    rows[:, :h + hl] = np.frombuffer(template, np.uint8)
-    if count > 1:
-        rows[:-1, h + hl:] = np.ndarray((count - 1, gso_size), np.uint8, packet, hl)
-    at = (count - 1) * stride
-    out[at + h + hl:at + h + short] = packet[n - last:n]
+    # the header every segment of super-packet j starts from: total length of a full
+    # segment, no FIN/PSH/CWR, TCP checksum zero, the IP checksum that goes with it
+    template = heads.copy()
+    _column(template, _BIG16, k, h + 2, h + hl)[:] = full
+    template[:, h + 33] &= _KEPT_FLAGS
+    template[:, h + 10:h + 12] = 0
+    template[:, h + 36:h + 38] = 0
+    ip_sums = _native_sums(template, h, h + 20)
+    _fold_into(ip_sums, _column(template, _NATIVE16, k, h + 10, h + hl))
+    rows = np.ndarray((rows_total, stride), np.uint8, out)
+    rows[:, :h + hl] = template[0] if k == 1 else np.repeat(template, counts, axis=0)
+    # payloads: whole blocks of segments, in one copy when the super-packets are alike
+    whole = rows_total - 1  # every row but the last is a full segment
+    if k > 1 and counts[:-1].count(counts[0]) == k - 1:
+        c = counts[0]
+        blocks = rows[:(k - 1) * c].reshape(k - 1, c, stride)
+        blocks[:, :, h + hl:] = np.ndarray((k - 1, c, gso_size), np.uint8, buf, base + hl,
+                                           (slot, gso_size, 1))
+        done = (k - 1) * c
+    else:
+        done = 0
+        for j in range(k - 1):
+            c = counts[j]
+            rows[done:done + c, h + hl:] = np.ndarray((c, gso_size), np.uint8, buf,
+                                                      base + j * slot + hl)
+            done += c
+    at_last = base + (k - 1) * slot + hl  # the last super-packet's payload
+    if whole > done:
+        rows[done:whole, h + hl:] = np.ndarray((whole - done, gso_size), np.uint8, buf,
+                                               at_last)
+    at = whole * stride
+    payload_end = at_last + (counts[-1] - 1) * gso_size
+    out[at + h + hl:at + h + short] = buf[payload_end:payload_end + last]
     out[at + h + short:at + stride] = _ZEROS[:stride - h - short]  # padding for the sums
     if short != full:  # the last row's own length
         out[at + h + 2], out[at + h + 3] = short >> 8, short & 0xFF
         _set_ip_checksum(out, at + h)
-    if count > 1:  # FIN/PSH on the last row; the first keeps CWR
-        out[at + h + 33] = flags & (0xFF & ~CWR)
-        out[h + 33] |= flags & CWR
-    if not fixed_id and count > 1:
-        record = np.frombuffer(out, _row_fields(h, stride), count)
-        index = _INDEX[:count]
-        record["id"] = index + ident  # the cast wraps at 16 bits, as the field does
-        words = struct.unpack_from("!10H", template, h)
-        fixed = int(sum(words)) - words[1] - words[2] - words[5]  # but length, ID, checksum
-        ip_sums = ((index + ident) & 0xFFFF) + (fixed + full)
-        ip_sums[-1] += short - full
-        _fold_into(ip_sums.astype(np.uint32), record["ipsum"])
+    # FIN/PSH on the last row of each super-packet, CWR on the first
+    ends = list(itertools.accumulate(counts))
+    for j, end in enumerate(ends):
+        out[(end - 1) * stride + h + 33] = flags[j] & (0xFF & ~CWR)
+        if flags[j] & CWR:
+            out[(end - counts[j]) * stride + h + 33] |= CWR
+    if not df:
+        _number_ids(out, template, counts, h, stride)
+        if short != full:
+            _set_ip_checksum(out, at + h)
     # sequence numbers: uint32 sums wrap as TCP's do; byte-swapped, then one strided copy
-    seqs = _sequence(gso_size)[:count] + np.uint32(int.from_bytes(packet[24:28], "big"))
-    _column(out, _NATIVE32, count, h + 24, stride)[:] = seqs.byteswap() if _LITTLE else seqs
+    seq_base = _column(template, _BIG32, k, h + 24, h + hl).astype(np.uint32)
+    if k == 1:
+        seqs = _sequence(gso_size)[:rows_total] + seq_base[0]
+    else:
+        starts = np.array([0, *ends[:-1]], np.uint32)
+        seq_base -= starts * np.uint32(gso_size)
+        seqs = _sequence(gso_size)[:rows_total] + np.repeat(seq_base, counts)
+    _column(out, _NATIVE32, rows_total, h + 24, stride)[:] = seqs.byteswap() if _LITTLE else seqs
     # TCP: every word of each row (checksum field zero) plus the pseudo-header
     sums = _native_sums(rows, h + 20)
-    sums += _native_pseudo(packet) + _swap16(full - 20)
-    if count > 1 or short != full:
+    pseudo = _native_sums(template, h + 12, h + 20) + np.uint32(_PROTO_TCP + _swap16(full - 20))
+    sums += pseudo[0] if k == 1 else np.repeat(pseudo, counts)
+    if short != full:
         sums[-1] += _swap16(short - 20) + 0xFFFF - _swap16(full - 20)
-    _fold_into(sums, _column(out, _NATIVE16, count, h + 36, stride))
-    return Segmented(count, stride, (count - 1) * stride + h + hl + last)
+    _fold_into(sums, _column(out, _NATIVE16, rows_total, h + 36, stride))
+    return Segmented(rows_total, stride, whole * stride + h + short)
+
+
+def _number_ids(out: bytearray | memoryview, template: U8, counts: list[int], h: int,
+                stride: int) -> None:
+    """Without DF: IP ID + i in segment i of each super-packet, and the IP checksum that
+    goes with it (the rows hold their super-packet's template header)."""
+    rows_total = sum(counts)
+    record = np.frombuffer(out, _row_fields(h, stride), rows_total)
+    done = 0
+    for j, count in enumerate(counts):
+        words = struct.unpack_from("!10H", template[j].tobytes(), h)
+        ident, full = words[2], words[1]
+        fixed = int(sum(words)) - words[1] - words[2] - words[5]  # but length, ID, checksum
+        index = _INDEX[:count]
+        part = record[done:done + count]
+        part["id"] = index + ident  # the cast wraps at 16 bits, as the field does
+        ip_sums = ((index + ident) & 0xFFFF) + (fixed + full)
+        _fold_into(ip_sums.astype(np.uint32), part["ipsum"])
+        done += count
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from tun.offload import (
     join_run,
     plan_runs,
     segment_tcp4,
+    segment_tcp4_many,
 )
 
 SEED: Final = 6864
@@ -285,6 +286,108 @@ def test_a_single_segment_keeps_all_its_flags() -> None:
     assert result.count == 1
     assert flags_of(bytes(out[:result.used])) == int(TCP(flags="CEFPA").flags)
     assert_segments(packet, 1000, b"", result, rows_of(result, out))
+
+
+def staged(packets: list[bytes], prefix: bytes, slot: int = 70_000) -> bytearray:
+    """Super-packets as the engine stages a burst of TUN reads: packet j at j * slot, after
+    its outer header; garbage in between."""
+    stage = bytearray(b"\xee" * (slot * len(packets)))
+    for j, packet in enumerate(packets):
+        stage[j * slot:j * slot + len(prefix) + len(packet)] = prefix + packet
+    return stage
+
+
+def cut_alone(packets: list[bytes], gso_size: int, prefix: bytes) -> bytes:
+    """Each super-packet cut on its own, the segments back to back."""
+    out = b""
+    for packet in packets:
+        result, rows = cut(packet, gso_size, prefix)
+        out += bytes(rows[:result.used])
+    return out
+
+
+BURSTS: Final = {  # super-packets of one burst: (payload size, fields) each
+    "one-flow": [(3000, {"seq": SEQ, "options": "timestamps"}),
+                 (3000, {"seq": SEQ + 3000, "options": "timestamps", "flags": "PA"}),
+                 (2500, {"seq": SEQ + 6000, "options": "timestamps", "flags": "CEA"})],
+    "wrapping": [(2000, {"seq": WRAP - 1000}), (2000, {"seq": WRAP + 1000 - WRAP}),
+                 (999, {"seq": 3000, "flags": "FPA"})],
+    "no-df-ids": [(3000, {"ident": 0xFFFE, "ip_flags": 0}),
+                  (5000, {"ident": 7, "ip_flags": 0, "seq": SEQ + 3000}),
+                  (1000, {"ident": 0xFFFF, "ip_flags": 0, "seq": SEQ + 8000})],
+    "two-flows": [(4000, {"sport": 4000}), (2000, {"sport": 4001, "seq": 77}),
+                  (4000, {"sport": 4000, "seq": SEQ + 4000}), (1, {"sport": 4001})],
+    "single-rows": [(1000, {"flags": "PA"}), (1000, {"flags": "CEFPA", "seq": SEQ + 1000})],
+}
+
+
+@pytest.mark.parametrize("prefix", PREFIXES.values(), ids=PREFIXES.keys())
+@pytest.mark.parametrize("burst", BURSTS.values(), ids=BURSTS.keys())
+def test_a_burst_cut_in_one_pass_is_each_cut_alone(burst: list[tuple[int, dict[str, Any]]],
+                                                  prefix: bytes) -> None:
+    """The segments of a burst cut together equal, byte for byte, those of each super-packet
+    cut on its own (which test_segments_agree_with_scapy checks against scapy)."""
+    packets = [super_packet(payload_of(size, SEED + j), **fields)
+               for j, (size, fields) in enumerate(burst)]
+    stage = staged(packets, prefix)
+    out = bytearray(b"\xaa" * 70_000)
+    result = segment_tcp4_many(stage, 0, 70_000, [len(p) for p in packets], 1000, len(prefix),
+                               out)
+    assert result is not None
+    expected = cut_alone(packets, 1000, prefix)
+    assert bytes(out[:result.used]) == expected
+    assert result.count == sum(-(-(len(p) - header_len(p)) // 1000) for p in packets)
+    assert out[result.used:result.count * result.stride].strip(b"\x00") == b""  # padding
+    assert out[result.count * result.stride:] == b"\xaa" * (len(out) - result.count
+                                                               * result.stride)
+
+
+def test_a_burst_may_start_at_any_slot() -> None:
+    packets = [super_packet(payload_of(2000)), super_packet(payload_of(1500), seq=SEQ + 2000)]
+    stage = staged([super_packet(payload_of(10)), *packets], OUTER)  # slot 0 is not part
+    out = bytearray(20_000)
+    result = segment_tcp4_many(stage, 70_000, 70_000, [len(p) for p in packets], 1000,
+                               len(OUTER), out)
+    assert result is not None
+    assert bytes(out[:result.used]) == cut_alone(packets, 1000, OUTER)
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    pytest.param({"options": "none"}, {"options": "timestamps"}, id="header-length"),
+    pytest.param({}, {"ip_flags": 0}, id="df-and-not"),
+])
+def test_a_burst_of_different_shapes_is_refused(first: dict[str, Any],
+                                                second: dict[str, Any]) -> None:
+    """One template shape per pass: the engine cuts such a burst in two."""
+    packets = [super_packet(payload_of(2000), **first), super_packet(payload_of(2000), **second)]
+    out = bytearray(20_000)
+    assert segment_tcp4_many(staged(packets, b""), 0, 70_000, [len(p) for p in packets], 1000,
+                             0, out) is None
+
+
+def test_only_the_last_of_a_burst_may_end_short() -> None:
+    """Every datagram of a GSO send but the last is full: a short segment in the middle
+    would break the batch."""
+    packets = [super_packet(payload_of(1500)), super_packet(payload_of(2000), seq=SEQ + 1500)]
+    out = bytearray(20_000)
+    assert segment_tcp4_many(staged(packets, b""), 0, 70_000, [len(p) for p in packets], 1000,
+                             0, out) is None
+    assert segment_tcp4_many(staged(packets[::-1], b""), 0, 70_000,
+                             [len(p) for p in packets[::-1]], 1000, 0, out) is not None
+
+
+def test_a_burst_with_a_bare_header_is_refused() -> None:
+    packets = [super_packet(payload_of(2000)), super_packet(b"", seq=SEQ + 2000)]
+    out = bytearray(20_000)
+    assert segment_tcp4_many(staged(packets, b""), 0, 70_000, [len(p) for p in packets], 1000,
+                             0, out) is None
+
+
+def test_a_burst_that_does_not_fit_is_refused() -> None:
+    packets = [super_packet(payload_of(2000)), super_packet(payload_of(2000), seq=SEQ + 2000)]
+    out = bytearray(4 * (40 + 1000) - 1)
+    assert segment_tcp4_many(staged(packets, b""), 0, 70_000, [len(p) for p in packets], 1000,
+                             0, out) is None
 
 
 def test_segments_go_anywhere_in_a_larger_buffer() -> None:
