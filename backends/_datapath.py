@@ -35,15 +35,17 @@ from tun.offload import (
     finish_checksum,
     join_run,
     plan_runs,
-    segment_tcp4,
+    segment_tcp4_many,
+    tso_header_len,
 )
 
 V = TypeVar("V")
 SOCKET_BUFFER: Final = 4 << 20
 MAX_BURST: Final = 256
 BUFFER_SIZE: Final = 65536 + 4096  # a GRO batch padded to whole segments fits
+STAGE_SLOTS: Final = 8  # TUN super-packets of a burst cut in one pass (numpy's cost is per call)
 CUT_ROOM: Final = 65536 + 8192  # a 64 KB super-packet cut at an MSS near the MTU
-SEGMENT_BUFFER: Final = 3 * 65536 + CUT_ROOM  # super-packets cut, headers on every segment
+SEGMENT_BUFFER: Final = (STAGE_SLOTS + 2) * CUT_ROOM  # a staged burst cut + what waits
 # UDP GSO/GRO (Python 3.11 lacks the names): SOL_UDP, UDP_SEGMENT, UDP_GRO
 SOL_UDP: Final = 17
 UDP_SEGMENT: Final = 103
@@ -101,7 +103,7 @@ class Codec(Protocol):
 
     headroom: int
 
-    def from_tun(self, buf: bytearray, n: int) -> Verdict: ...
+    def from_tun(self, buf: bytearray | memoryview, n: int) -> Verdict: ...
 
     def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict: ...
 
@@ -184,7 +186,20 @@ class PacketEngine:
         self._tun_fd, self._sock, self.codec = tun_fd, sock, codec
         self._senders = list(senders) or [sock]
         self._headroom = codec.headroom
-        self._tun_buf = bytearray(BUFFER_SIZE)
+        self._vnet_in = bytearray(VNET_HDR_LEN)
+        # TUN reads land in slots; a burst's super-packets stay there until cut together
+        self._stage = bytearray(STAGE_SLOTS * BUFFER_SIZE)
+        stage = memoryview(self._stage)
+        self._slots: list[bytearray | memoryview] = [
+            self._stage, *(stage[i * BUFFER_SIZE:] for i in range(1, STAGE_SLOTS))]
+        self._packets = [stage[i * BUFFER_SIZE + self._headroom:(i + 1) * BUFFER_SIZE]
+                         for i in range(STAGE_SLOTS)]
+        self._reads = [(self._vnet_in, packet) if vnet_hdr else (packet,)
+                       for packet in self._packets]
+        self._staged: list[int] = []  # lengths of the super-packets staged, in slot order
+        self._stage_first = self._stage_hl = self._stage_gso = self._stage_df = 0
+        self._stage_key: Any = None
+        self._stage_prefix = b""
         self._net_buf = bytearray(NET_GROUP + 2 * 65536)  # a group, a batch, its padding
         self._batch = bytearray(SEGMENT_BUFFER)  # the outbox: datagrams for GSO sends
         self._out_key: Any = None  # (peer address, socket) of what the outbox holds
@@ -192,7 +207,6 @@ class PacketEngine:
         self._out_start = 0  # the outbox is _batch[_out_start:_out_used]
         self._first = True  # nothing of this burst queued yet
         self._joined = bytearray(BUFFER_SIZE)
-        self._vnet_in = bytearray(VNET_HDR_LEN)
         self._zeros = bytes(65536)
         self.drops = [0] * len(Drop)
         self.tx_packets = self.tx_bytes = 0  # encapsulated, sent to peers
@@ -201,6 +215,7 @@ class PacketEngine:
         self.gso_sends = self.gso_segments = 0
         self.gro_batches = self.gro_segments = 0
         self.tso_packets = self.tso_segments = 0  # TUN super-packets cut into segments
+        self.tso_cuts = 0  # numpy passes that cut them (a burst's super-packets share one)
         self.joined_packets = self.joined_segments = 0  # segments joined for the TUN
         self.checksums_finished = 0
         self.vnet_hdr = vnet_hdr
@@ -227,6 +242,7 @@ class PacketEngine:
             "gso_sends": self.gso_sends, "gso_segments": self.gso_segments,
             "gro_batches": self.gro_batches, "gro_segments": self.gro_segments,
             "tso_packets": self.tso_packets, "tso_segments": self.tso_segments,
+            "tso_cuts": self.tso_cuts,
             "joined_packets": self.joined_packets, "joined_segments": self.joined_segments,
             "checksums_finished": self.checksums_finished,
             "offload_gso": int(self.gso), "offload_gro": int(self.gro),
@@ -289,33 +305,59 @@ class PacketEngine:
             chunk = view[first * stride:(first + per_send) * stride]
             self._send(chunk, addr, stride, min(per_send, count - first), sock)
 
-    def _super_packet(self, n: int, gso_size: int) -> None:
-        """A TCP super-packet of n bytes from the TUN: the codec decides on its headers as if
-        it were its first segment; then it is cut into the outbox, which sends whole GSO
-        batches and keeps the rest for the next super-packet of the burst."""
-        buf, h = self._tun_buf, self._headroom
-        view = memoryview(buf)
-        if n < 40 or gso_size <= 0:
+    def _stage_tso(self, slot: int, n: int, gso_size: int) -> bool:
+        """A TCP super-packet of n bytes read into `slot`: the codec decides on its headers
+        as if it were its first segment; if it is to be sent, it stays in its slot, staged
+        with the others of the burst that go to the same peer in the same shape (they are
+        cut in one pass). False if the slot is free again (dropped or answered)."""
+        packet = self._packets[slot]
+        hl = tso_header_len(packet, n, gso_size)
+        if not hl:
             self.drops[Drop.MALFORMED] += 1
-            return
-        header_len = 20 + (buf[h + 32] >> 4) * 4
-        segments = -(-max(n - header_len, 1) // gso_size)
-        action, reason, data = self.codec.from_tun(buf, min(n, header_len + gso_size))
+            return False
+        buf, h = self._slots[slot], self._headroom
+        action, reason, data = self.codec.from_tun(buf, min(n, hl + gso_size))
         if action != Action.SEND:
-            self._not_sent(action, reason, data, segments)
-            return
+            self._not_sent(action, reason, data, -(-(n - hl) // gso_size))
+            return False
         key = (data, self._senders[reason % len(self._senders)])
-        stride = h + header_len + gso_size
-        if key != self._out_key or stride != self._out_size \
-                or self._out_used + segments * stride > len(self._batch):
+        df = packet[6] & 0x40
+        staged = self._staged
+        if staged and (key != self._stage_key or hl != self._stage_hl
+                       or gso_size != self._stage_gso or df != self._stage_df
+                       or (staged[-1] - hl) % gso_size  # a short last segment ended it
+                       or (h and bytes(buf[:h]) != self._stage_prefix)):
+            self._cut_stage()
+            staged = self._staged
+        if not staged:
+            self._stage_first, self._stage_key, self._stage_hl = slot, key, hl
+            self._stage_gso, self._stage_df = gso_size, df
+            self._stage_prefix = bytes(buf[:h])
+        staged.append(n)
+        return True
+
+    def _cut_stage(self) -> None:
+        """Cut the staged super-packets into the outbox in one pass; the outbox sends whole
+        GSO batches and keeps the rest for the next cut of the burst."""
+        lengths, self._staged = self._staged, []
+        hl, gso_size, key = self._stage_hl, self._stage_gso, self._stage_key
+        stride = self._headroom + hl + gso_size
+        segments = sum(-(-(n - hl) // gso_size) for n in lengths)
+        if key != self._out_key or stride != self._out_size:
             self._flush()
             self._out_key, self._out_size = key, stride
-        cut = segment_tcp4(view[h:h + n], n, gso_size, view[:h],
-                           memoryview(self._batch)[self._out_used:])
-        if cut is None:
+        if self._out_used + segments * stride > len(self._batch):  # what waits to the front
+            rest = self._out_used - self._out_start
+            self._batch[:rest] = self._batch[self._out_start:self._out_used]
+            self._out_start, self._out_used = 0, rest
+        cut = segment_tcp4_many(self._stage, self._stage_first * BUFFER_SIZE, BUFFER_SIZE,
+                                lengths, gso_size, self._headroom,
+                                memoryview(self._batch)[self._out_used:])
+        if cut is None:  # _stage_tso let in only what cuts; never expected
             self.drops[Drop.MALFORMED] += segments
             return
-        self.tso_packets += 1
+        self.tso_cuts += 1
+        self.tso_packets += len(lengths)
         self.tso_segments += cut.count
         self._out_used += cut.used
         self._out_count += cut.count
@@ -330,22 +372,18 @@ class PacketEngine:
                             key[1])
             self._out_start += sent
             self._out_count -= whole
-            if len(self._batch) - self._out_used < CUT_ROOM:  # no room for another cut
-                rest = self._out_used - self._out_start
-                self._batch[:rest] = self._batch[self._out_start:self._out_used]
-                self._out_start, self._out_used = 0, rest
 
     def _queue(self, datagram: memoryview, key: tuple[Any, socket.socket]) -> None:
         """An ordinary datagram into the outbox: it leaves with the others of the burst for
         the same peer and of the same size (the last may be shorter) in one GSO send.
 
-        The first datagram of a burst to come here leaves at once if it is small: it is most
-        likely a lone one (a ping, an ACK), and a cold daemon takes tens of microseconds to
-        find out that nothing follows. The rest of a burst of small ones (a flood) is
-        batched: one send per 64."""
+        The first datagram of a burst to come here leaves at once if it is small and nothing
+        waits before it (order is kept): it is most likely a lone one (a ping, an ACK), and
+        a cold daemon takes tens of microseconds to find out that nothing follows. The rest
+        of a burst of small ones (a flood) is batched: one send per 64."""
         total = len(datagram)
         first, self._first = self._first, False
-        if not self.gso or (first and total < SMALL):
+        if not self.gso or (first and total < SMALL and not self._out_count):
             self._send(datagram, key[0], total, 1, key[1])
             return
         if key != self._out_key or total > self._out_size \
@@ -383,16 +421,15 @@ class PacketEngine:
                 self._send(memoryview(datagram), addr, len(datagram), 1, self._senders[0])
 
     def _on_tun(self) -> None:
-        buf, view, fd = self._tun_buf, memoryview(self._tun_buf), self._tun_fd
-        vnet, meta = self.vnet_hdr, self._vnet_in
-        into = (meta, view[self._headroom:]) if vnet else (view[self._headroom:],)
+        fd, vnet, meta, reads = self._tun_fd, self.vnet_hdr, self._vnet_in, self._reads
         skip = VNET_HDR_LEN if vnet else 0
         decide, drops = self.codec.from_tun, self.drops
         senders, headroom = self._senders, self._headroom
         self._first = True
+        slot = 0  # where the next read lands: the slots before it hold staged super-packets
         for _ in range(MAX_BURST):
             try:
-                n = os.readv(fd, into) - skip
+                n = os.readv(fd, reads[slot]) - skip
             except BlockingIOError:
                 break
             except OSError:
@@ -401,21 +438,30 @@ class PacketEngine:
             if vnet and meta[0] | meta[1]:
                 flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HDR.unpack(meta)
                 if gso_type & ~GSO_ECN == GSO_TCPV4:
-                    self._super_packet(n, gso_size)
+                    if self._stage_tso(slot, n, gso_size):
+                        slot += 1
+                        if slot == STAGE_SLOTS:
+                            self._cut_stage()
+                            slot = 0
                     continue
                 if gso_type != GSO_NONE:  # never offered to the kernel (UDP, IPv6)
                     drops[Drop.MALFORMED] += 1
                     continue
                 if flags & NEEDS_CSUM:
-                    if not finish_checksum(view[headroom:], n, csum_start, csum_offset):
+                    if not finish_checksum(self._packets[slot], n, csum_start, csum_offset):
                         drops[Drop.MALFORMED] += 1
                         continue
                     self.checksums_finished += 1
+            if self._staged:  # what was read before leaves before
+                self._cut_stage()
+            buf, slot = self._slots[slot], 0
             action, reason, data = decide(buf, n)
             if action == Action.SEND:
-                self._queue(view[:headroom + n], (data, senders[reason % len(senders)]))
+                self._queue(memoryview(buf)[:headroom + n], (data, senders[reason % len(senders)]))
             else:
                 self._not_sent(action, reason, data)
+        if self._staged:
+            self._cut_stage()
         self._flush()
 
     # -- network -> TUN ------------------------------------------------------------------

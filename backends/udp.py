@@ -109,7 +109,7 @@ class UDPCodec:
         reply = icmp_error(packet, kind, code, self.own_address, rest)
         return (Action.REPLY, reason, reply) if reply else (Action.DROP, reason, None)
 
-    def from_tun(self, buf: bytearray, n: int) -> Verdict:
+    def from_tun(self, buf: bytearray | memoryview, n: int) -> Verdict:
         """A packet the kernel routed into flannel0: to which peer, or what instead."""
         if n < 20:
             return Action.DROP, Drop.RUNT, None
@@ -127,7 +127,7 @@ class UDPCodec:
         decrement_ttl(buf)
         return Action.SEND, Drop.NONE, route
 
-    def _oversized(self, buf: bytearray, n: int, route: tuple[str, int]) -> Verdict:
+    def _oversized(self, buf: bytearray | memoryview, n: int, route: tuple[str, int]) -> Verdict:
         """Bigger than one datagram may carry (only with a wrong MTU somewhere): DF set ->
         Fragmentation Needed with our MTU (RFC 1191), quoting the packet as it came; else
         fragment it (RFC 791)."""

@@ -222,7 +222,7 @@ class VXLANCodec:
     def remove_peer(self, subnet: IPv4Network) -> None:
         self.table.remove(subnet)
 
-    def from_tun(self, buf: bytearray, n: int) -> Verdict:
+    def from_tun(self, buf: bytearray | memoryview, n: int) -> Verdict:
         """The inner packet is at buf[22:22+n]; on SEND the header is written in front of it
         and the reason slot carries the flow hash (which picks the UDP source port)."""
         h = HEADROOM

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+from scapy.layers.inet import IP, TCP
 
 from backends._datapath import PacketEngine
 from backends.udp import UDPCodec
+from tun.offload import GSO_TCPV4, NEEDS_CSUM, PLAIN_HDR, VNET_HDR, segment_tcp4
 from tun.packet import build_ipv4, decrement_ttl
 
 
@@ -163,3 +165,44 @@ async def test_gso_batches_are_received_as_gro_batches_and_split_exactly(rig: Ri
     assert written == [one_hop(one_hop(data)) for data in sent]
     assert sender.counters()["gso_sends"] >= 1
     assert receiver.counters()["gro_batches"] >= 1
+
+
+def super_packet(size: int, seq: int, sport: int, flags: str = "A") -> bytes:
+    """A TCP super-packet as a TUN with TSO hands it over (scapy builds it)."""
+    payload = random.Random(seq).randbytes(size)
+    return bytes(IP(src="10.5.1.9", dst="10.5.2.7", ttl=64) / TCP(
+        sport=sport, dport=5201, seq=seq, ack=1, flags=flags,
+        options=[("Timestamp", (seq, 1))]) / payload)
+
+
+async def test_a_burst_of_super_packets_is_cut_together_in_order(rig: Rig) -> None:
+    """Super-packets read in one burst go out cut as each would be alone and in the order
+    read, a ping among them included; those that continue each other's shape share a
+    numpy pass (a ping, a short last segment, or another flow's header length ends one)."""
+    gso = 1000
+    burst = [super_packet(3000, 1000, 4000), super_packet(3000, 4000, 4000, "PA"), None,
+             super_packet(2500, 7000, 4000), super_packet(4000, 50, 4001)]
+    ping = packet(84, 999, "10.5.2.7")
+    expected: list[bytes] = []
+    for data in burst:
+        if data is None:
+            rig.kernel.send(PLAIN_HDR + ping)
+            expected.append(one_hop(ping))
+            continue
+        hl = 20 + (data[32] >> 4) * 4
+        rig.kernel.send(VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, hl, gso, 20, 16) + data)
+        out = bytearray(65536)
+        cut = segment_tcp4(memoryview(one_hop(data)), len(data), gso, b"", out)
+        assert cut is not None
+        expected += [bytes(out[at:min(at + cut.stride, cut.used)])
+                     for at in range(0, cut.used, cut.stride)]
+    engine = PacketEngine(rig.tun.fileno(), rig.sock, rig.codec, offload=True, vnet_hdr=True)
+    engine.start()
+    try:
+        received = [await asyncio.to_thread(rig.peer.recv, 65536) for _ in expected]
+    finally:
+        engine.stop()
+    assert received == expected
+    counters = engine.counters()
+    assert (counters["tso_packets"], counters["tso_segments"]) == (4, 3 + 3 + 3 + 4)
+    assert counters["tso_cuts"] == 3  # [first two] | ping | [third, short last] | [fourth]
