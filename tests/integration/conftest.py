@@ -32,13 +32,15 @@ def _require() -> None:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    """An underlay namespace with a real etcd; tests add hosts. Always torn down."""
+    """An underlay namespace with a real etcd; tests add hosts. Always torn down, its work
+    directory (etcd's data, the logs) removed."""
     _require()
     lab = Lab(hosts_count=0)
     with lab.running():
         yield lab
     leftover = [ns for ns in sh("ip", "netns", "list").stdout.split() if ns.startswith(lab.prefix)]
     assert not leftover, f"namespaces left behind: {leftover}"
+    assert not lab.workdir.exists(), f"{lab.workdir} left behind (etcd's data is 62 MB)"
 
 
 def _free_port() -> int:
