@@ -58,8 +58,6 @@ U8 = npt.NDArray[np.uint8]
 U32 = npt.NDArray[np.uint32]  # aliases: a subscripted type costs microseconds per call
 _NATIVE16: Final = np.dtype("=u2")
 _NATIVE32: Final = np.dtype("=u4")
-_BIG16: Final = np.dtype(">u2")
-_BIG32: Final = np.dtype(">u4")
 _LITTLE: Final = sys.byteorder == "little"
 _INDEX: Final = np.arange(8192, dtype=np.int64)  # rows numbered without a new array
 _ZEROS: Final = bytes(65536)
@@ -75,12 +73,7 @@ _PROTO_TCP: Final = _swap16(6)  # the pseudo-header's zero + protocol word, nati
 _FFFF: Final = np.uint32(0xFFFF)
 _ALL_ONES: Final = np.uint32(0xFFFFFFFF)
 _PUSHED: Final = np.uint8(PSH | FIN)
-_KEPT_FLAGS: Final = np.uint8(0xFF & ~(FIN | PSH | CWR))  # what every segment keeps
-# the IP and TCP header bits all super-packets of one cut share: version and header
-# length, DF and the fragment fields, protocol, the TCP header's length
-_SHAPE_MASK: Final = np.zeros(33, np.uint8)
-_SHAPE_MASK[[0, 6, 7, 9]] = 0xFF
-_SHAPE_MASK[32] = 0xF0
+_KEPT: Final = 0xFF & ~(FIN | PSH | CWR)  # the flags every segment keeps
 
 
 @functools.lru_cache(maxsize=64)
@@ -183,6 +176,12 @@ def tso_header_len(packet: bytes | bytearray | memoryview, n: int, gso_size: int
     return hl if thl >= 20 and hl < n else 0
 
 
+def _shape(buf: bytearray | memoryview, at: int) -> tuple[int, int, int, int, int]:
+    """What all super-packets of one cut share (the IPv4 header at buf[at]): version and
+    header length, DF and the fragment fields, protocol, the TCP header's length."""
+    return buf[at], buf[at + 6], buf[at + 7], buf[at + 9], buf[at + 32] >> 4
+
+
 def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memoryview,
                  out: bytearray | memoryview) -> Segmented | None:
     """Cut the IPv4/TCP super-packet packet[:n] into segments of `gso_size` payload bytes,
@@ -228,24 +227,33 @@ def segment_tcp4_many(buf: bytearray | memoryview, first: int, slot: int,
     rows_total = sum(counts)
     if rows_total * stride > len(out) or rows_total > len(_INDEX):
         return None
-    heads = np.ndarray((k, h + hl), np.uint8, buf, first, (slot, 1))
-    flags = heads[:, h + 33].tobytes()
-    df = heads[0, h + 6] & 0x40
-    if k > 1 and np.count_nonzero((heads[:, h:h + 33] ^ heads[0, h:h + 33]) & _SHAPE_MASK):
-        return None  # another header length, IP version, protocol, DF or fragment field
     last = lengths[-1] - hl - (counts[-1] - 1) * gso_size
     full, short = hl + gso_size, hl + last
     # the header every segment of super-packet j starts from: total length of a full
-    # segment, no FIN/PSH/CWR, TCP checksum zero, the IP checksum that goes with it
-    template = heads.copy()
-    _column(template, _BIG16, k, h + 2, h + hl)[:] = full
-    template[:, h + 33] &= _KEPT_FLAGS
-    template[:, h + 10:h + 12] = 0
-    template[:, h + 36:h + 38] = 0
-    ip_sums = _native_sums(template, h, h + 20)
-    _fold_into(ip_sums, _column(template, _NATIVE16, k, h + 10, h + hl))
+    # segment, no FIN/PSH/CWR, TCP checksum zero, the IP checksum that goes with it. A few
+    # headers: plain Python is cheaper than numpy's per-call cost here
+    shape = _shape(buf, base)
+    templates, flags, seqs_at, pseudos = [], [], [], []
+    for j in range(k):
+        at = first + j * slot
+        if j and _shape(buf, at + h) != shape:
+            return None  # another header length, IP version, protocol, DF or fragment field
+        header = bytearray(buf[at:at + h + hl])
+        flags.append(header[h + 33])
+        header[h + 2], header[h + 3] = full >> 8, full & 0xFF
+        header[h + 33] &= _KEPT
+        header[h + 36] = header[h + 37] = 0
+        _set_ip_checksum(header, h)
+        templates.append(header)
+        seqs_at.append(int.from_bytes(header[h + 24:h + 28], "big"))
+        pseudos.append(_native_pseudo(memoryview(header)[h:]) + _swap16(full - 20))
+    df = shape[1] & 0x40
     rows = np.ndarray((rows_total, stride), np.uint8, out)
-    rows[:, :h + hl] = template[0] if k == 1 else np.repeat(template, counts, axis=0)
+    if templates.count(templates[0]) == k:  # one flow, the same timestamp, ACK and window
+        rows[:, :h + hl] = np.frombuffer(templates[0], np.uint8)
+    else:
+        rows[:, :h + hl] = np.repeat(np.frombuffer(b"".join(templates), np.uint8).reshape(
+            k, h + hl), counts, axis=0)
     # payloads: whole blocks of segments, in one copy when the super-packets are alike
     whole = rows_total - 1  # every row but the last is a full segment
     if k > 1 and counts[:-1].count(counts[0]) == k - 1:
@@ -279,37 +287,41 @@ def segment_tcp4_many(buf: bytearray | memoryview, first: int, slot: int,
         if flags[j] & CWR:
             out[(end - counts[j]) * stride + h + 33] |= CWR
     if not df:
-        _number_ids(out, template, counts, h, stride)
+        _number_ids(out, templates, counts, h, stride)
         if short != full:
             _set_ip_checksum(out, at + h)
     # sequence numbers: uint32 sums wrap as TCP's do; byte-swapped, then one strided copy
-    seq_base = _column(template, _BIG32, k, h + 24, h + hl).astype(np.uint32)
-    if k == 1:
-        seqs = _sequence(gso_size)[:rows_total] + seq_base[0]
+    # row i of super-packet j: its sequence + (i - where j starts) * gso_size; one number
+    # for all when each super-packet continues the one before
+    bases = [(seq - (end - count) * gso_size) & 0xFFFFFFFF
+             for seq, end, count in zip(seqs_at, ends, counts, strict=True)]
+    if bases.count(bases[0]) == k:
+        seqs = _sequence(gso_size)[:rows_total] + np.uint32(bases[0])
     else:
-        starts = np.array([0, *ends[:-1]], np.uint32)
-        seq_base -= starts * np.uint32(gso_size)
-        seqs = _sequence(gso_size)[:rows_total] + np.repeat(seq_base, counts)
+        seqs = _sequence(gso_size)[:rows_total] + np.repeat(np.array(bases, np.uint32), counts)
     _column(out, _NATIVE32, rows_total, h + 24, stride)[:] = seqs.byteswap() if _LITTLE else seqs
-    # TCP: every word of each row (checksum field zero) plus the pseudo-header
+    # TCP: every word of each row (checksum field zero) plus the pseudo-header (one flow's
+    # super-packets share it)
     sums = _native_sums(rows, h + 20)
-    pseudo = _native_sums(template, h + 12, h + 20) + np.uint32(_PROTO_TCP + _swap16(full - 20))
-    sums += pseudo[0] if k == 1 else np.repeat(pseudo, counts)
+    if pseudos.count(pseudos[0]) == k:
+        sums += np.uint32(pseudos[0])
+    else:
+        sums += np.repeat(np.array(pseudos, np.uint32), counts)
     if short != full:
         sums[-1] += _swap16(short - 20) + 0xFFFF - _swap16(full - 20)
     _fold_into(sums, _column(out, _NATIVE16, rows_total, h + 36, stride))
     return Segmented(rows_total, stride, whole * stride + h + short)
 
 
-def _number_ids(out: bytearray | memoryview, template: U8, counts: list[int], h: int,
-                stride: int) -> None:
+def _number_ids(out: bytearray | memoryview, templates: list[bytearray], counts: list[int],
+                h: int, stride: int) -> None:
     """Without DF: IP ID + i in segment i of each super-packet, and the IP checksum that
     goes with it (the rows hold their super-packet's template header)."""
     rows_total = sum(counts)
     record = np.frombuffer(out, _row_fields(h, stride), rows_total)
     done = 0
     for j, count in enumerate(counts):
-        words = struct.unpack_from("!10H", template[j].tobytes(), h)
+        words = struct.unpack_from("!10H", templates[j], h)
         ident, full = words[2], words[1]
         fixed = int(sum(words)) - words[1] - words[2] - words[5]  # but length, ID, checksum
         index = _INDEX[:count]
