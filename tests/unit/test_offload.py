@@ -467,16 +467,17 @@ def test_1024_segments_are_cut() -> None:
 
 def stream(count: int = ROWS, mss: int = MSS, *, last: int | None = LAST, seq: int = SEQ,
            flags: dict[int, str] | None = None, outer: bytes = b"", options: str = "none",
-           sport: int = 4000, seed: int = SEED) -> list[bytes]:
+           sport: int = 4000, seed: int = SEED, fixed_id: bool = False) -> list[bytes]:
     """`count` datagrams of one TCP stream as they arrive: `outer` + IPv4/TCP + `mss`
-    bytes of payload (`last` for the last one), sequence numbers consecutive, IDs + 1,
-    checksums right."""
+    bytes of payload (`last` for the last one), sequence numbers consecutive, IDs + 1
+    (or all the same, as from a sender with fixed IDs), checksums right."""
     rng = random.Random(seed)
     rows = []
     for i in range(count):
         size = last if i == count - 1 and last is not None else mss
         rows.append(outer + tcp_packet(rng.randbytes(size), seq=(seq + i * mss) % WRAP,
-                                       flags=(flags or {}).get(i, "A"), ident=IDENT + i,
+                                       flags=(flags or {}).get(i, "A"),
+                                       ident=IDENT if fixed_id else IDENT + i,
                                        options=options, sport=sport))
     return rows
 
@@ -713,15 +714,34 @@ def test_a_different_ttl_breaks_a_run(corrupted: bool) -> None:
     check_plan(rows, 0, [Run(0, 2), Run(3, 3)])
 
 
+ID_MODES: Final = pytest.mark.parametrize("fixed_id", [False, True], ids=["ids-count", "ids-fixed"])
+
+
 @OUTERS
+@ID_MODES
 @pytest.mark.parametrize("at", [pytest.param(10, id="checksum"), pytest.param(5, id="id")])
-def test_a_bad_ip_header_checksum_is_never_joined(outer: bytes, at: int) -> None:
+@pytest.mark.parametrize(("row", "expected"), [
+    pytest.param(2, [Run(0, 2), Run(3, 3)], id="middle"),
+    pytest.param(0, [Run(1, 5)], id="first"),
+    pytest.param(5, [Run(0, 5)], id="last"),
+])
+def test_a_bad_ip_header_checksum_is_never_joined(outer: bytes, fixed_id: bool, at: int,
+                                                  row: int, expected: list[Run]) -> None:
     """The TCP checksum does not cover the IP header: a row whose header checksum does not
     hold (a byte of the checksum or of the ID hit, which rows may differ in) is one the
-    kernel would drop."""
-    rows = stream(outer=outer)
-    rows[2] = damaged(rows[2], len(outer) + at)
-    check_plan(rows, len(outer), [Run(0, 2), Run(3, 3)])
+    kernel would drop. With fixed IDs the first and the last row vouch for the rest."""
+    rows = stream(outer=outer, fixed_id=fixed_id)
+    rows[row] = damaged(rows[row], len(outer) + at)
+    check_plan(rows, len(outer), expected)
+
+
+@pytest.mark.parametrize("last", [LAST, None], ids=["short-last", "full-last"])
+def test_rows_alike_down_to_a_bad_ip_header_checksum_are_never_joined(last: int | None) -> None:
+    """Every full row alike, their header checksum wrong (a broken sender with fixed IDs);
+    the last row right."""
+    rows = stream(fixed_id=True, last=last)
+    rows[:-1] = [damaged(row, 10) for row in rows[:-1]]
+    check_plan(rows, 0, [])
 
 
 def test_errors_in_the_ip_header_and_the_payload_do_not_cancel_out() -> None:
