@@ -32,7 +32,7 @@ from typing import Any, Final, cast
 import numpy as np
 import numpy.typing as npt
 
-from tun.packet import checksum
+from tun.packet import checksum, pseudo_header_sum
 
 VNET_HDR: Final = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_*
 VNET_HDR_LEN: Final = VNET_HDR.size
@@ -83,8 +83,7 @@ def _row_fields(headroom: int, stride: int) -> np.dtype[np.void]:
     bytes in native order, the order the checksum sums are taken in."""
     h = headroom
     fields = {"tot": (">u2", h + 2), "tot_n": ("=u2", h + 2), "id": (">u2", h + 4),
-              "ipsum": (">u2", h + 10), "seq": (">u4", h + 24), "flags": ("u1", h + 33),
-              "tcpsum_n": ("=u2", h + 36)}
+              "ipsum": (">u2", h + 10), "seq": (">u4", h + 24), "flags": ("u1", h + 33)}
     return np.dtype({"names": list(fields), "formats": [f for f, _ in fields.values()],
                      "offsets": [o for _, o in fields.values()], "itemsize": stride})
 
@@ -474,7 +473,6 @@ def _same_mask(h: int, hl: int) -> U8:
     return mask
 
 
-
 @functools.lru_cache(maxsize=64)
 def _same_columns(h: int, hl: int) -> npt.NDArray[np.intp]:
     t = h + 20
@@ -505,9 +503,7 @@ def join_run(buf: bytearray | memoryview, n: int, segment: int, headroom: int, r
     out[33] |= buf[final + 33] & (PSH | FIN)
     out[2], out[3] = total >> 8, total & 0xFF
     _set_ip_checksum(out, 0)
-    pseudo = sum(struct.unpack_from("!4H", out, 12)) + 6 + total - 20
-    while pseudo >> 16:
-        pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+    pseudo = pseudo_header_sum(out, 6, total - 20)
     out[36], out[37] = pseudo >> 8, pseudo & 0xFF
     header = VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, hl, mss, 20, TCP_CSUM_OFFSET)
     return header, total

@@ -25,6 +25,7 @@ OFFSET_MASK: Final = 0x1FFF
 _LITTLE_ENDIAN: Final = sys.byteorder == "little"
 _HEADER: Final = struct.Struct("!BBHHHBBHII")  # RFC 791 fixed header
 _ICMP: Final = struct.Struct("!BBHI")
+_ADDRESSES: Final = struct.Struct("!4H")  # source and destination address words
 
 
 class ICMPType(enum.IntEnum):
@@ -79,6 +80,16 @@ def check_ipv4(buf: bytes | bytearray | memoryview, n: int) -> int:
     return total
 
 
+def pseudo_header_sum(packet: bytes | bytearray | memoryview, proto: int, length: int) -> int:
+    """The folded, not inverted sum of the pseudo-header of the IPv4 packet at packet[0]
+    (addresses, zero + protocol, transport length; RFC 9293 3.1, RFC 768), as a value in
+    network order: what CHECKSUM_PARTIAL leaves in the transport checksum field."""
+    total: int = sum(_ADDRESSES.unpack_from(packet, 12)) + proto + length
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
 def _network_order(value: int) -> int:
     return ((value & 0xFF) << 8) | (value >> 8) if _LITTLE_ENDIAN else value
 
@@ -105,8 +116,7 @@ def complete_partial_checksum(packet: bytearray | memoryview, total: int) -> boo
         return False
     stored = (packet[field_at] << 8) | packet[field_at + 1]
     length = total - ihl
-    pseudo = bytes(packet[12:20]) + bytes((0, proto, length >> 8, length & 0xFF))
-    if stored != _network_order(_ones_sum(pseudo)):
+    if stored != pseudo_header_sum(packet, proto, length):
         return False
     value = _network_order(~_ones_sum(memoryview(packet)[ihl:total]) & 0xFFFF)
     if proto == 17 and value == 0:
