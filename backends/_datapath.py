@@ -37,6 +37,7 @@ from tun.offload import (
     plan_runs,
     segment_tcp4_many,
     tso_header_len,
+    tso_shape,
 )
 
 V = TypeVar("V")
@@ -197,9 +198,9 @@ class PacketEngine:
         self._reads = [(self._vnet_in, packet) if vnet_hdr else (packet,)
                        for packet in self._packets]
         self._staged: list[int] = []  # lengths of the super-packets staged, in slot order
-        self._stage_first = self._stage_hl = self._stage_gso = self._stage_df = 0
+        self._stage_first = self._stage_hl = self._stage_gso = 0
         self._stage_key: Any = None
-        self._stage_prefix = b""
+        self._stage_shape: Any = None  # what all staged super-packets share
         self._net_buf = bytearray(NET_GROUP + 2 * 65536)  # a group, a batch, its padding
         self._batch = bytearray(SEGMENT_BUFFER)  # the outbox: datagrams for GSO sends
         self._out_key: Any = None  # (peer address, socket) of what the outbox holds
@@ -321,18 +322,17 @@ class PacketEngine:
             self._not_sent(action, reason, data, -(-(n - hl) // gso_size))
             return False
         key = (data, self._senders[reason % len(self._senders)])
-        df = packet[6] & 0x40
+        # cut together only what segment_tcp4_many takes together: the same peer and
+        # socket, segment size, outer header and header shape
+        shape = (gso_size, bytes(buf[:h]), tso_shape(packet))
         staged = self._staged
-        if staged and (key != self._stage_key or hl != self._stage_hl
-                       or gso_size != self._stage_gso or df != self._stage_df
-                       or (staged[-1] - hl) % gso_size  # a short last segment ended it
-                       or (h and bytes(buf[:h]) != self._stage_prefix)):
+        if staged and (key != self._stage_key or shape != self._stage_shape
+                       or (staged[-1] - hl) % gso_size):  # a short last segment ended it
             self._cut_stage()
             staged = self._staged
         if not staged:
-            self._stage_first, self._stage_key, self._stage_hl = slot, key, hl
-            self._stage_gso, self._stage_df = gso_size, df
-            self._stage_prefix = bytes(buf[:h])
+            self._stage_first, self._stage_key, self._stage_shape = slot, key, shape
+            self._stage_hl, self._stage_gso = hl, gso_size
         staged.append(n)
         return True
 

@@ -175,7 +175,7 @@ def tso_header_len(packet: bytes | bytearray | memoryview, n: int, gso_size: int
     return hl if thl >= 20 and hl < n else 0
 
 
-def _shape(buf: bytearray | memoryview, at: int) -> tuple[int, int, int, int, int]:
+def tso_shape(buf: bytearray | memoryview, at: int = 0) -> tuple[int, int, int, int, int]:
     """What all super-packets of one cut share (the IPv4 header at buf[at]): version and
     header length, DF and the fragment fields, protocol, the TCP header's length."""
     return buf[at], buf[at + 6], buf[at + 7], buf[at + 9], buf[at + 32] >> 4
@@ -210,8 +210,8 @@ def segment_tcp4_many(buf: bytearray | memoryview, first: int, slot: int,
 
     The segments lie back to back in `out` (`stride` bytes each but the last), ready for
     UDP GSO sends: so every super-packet but the last must carry whole segments only, and
-    all must share the header length and the DF bit (tso_header_len checks one). None if
-    they do not, or if `out` is too small."""
+    all must have the same tso_shape (tso_header_len checks one). None if they do not, or
+    if `out` is too small."""
     k = len(lengths)
     base = first + h  # the first IP header
     if k == 0 or slot <= 0 or gso_size <= 0:
@@ -231,11 +231,11 @@ def segment_tcp4_many(buf: bytearray | memoryview, first: int, slot: int,
     # the header every segment of super-packet j starts from: total length of a full
     # segment, no FIN/PSH/CWR, TCP checksum zero, the IP checksum that goes with it. A few
     # headers: plain Python is cheaper than numpy's per-call cost here
-    shape = _shape(buf, base)
+    shape = tso_shape(buf, base)
     templates, flags, seqs_at, pseudos = [], [], [], []
     for j in range(k):
         at = first + j * slot
-        if j and _shape(buf, at + h) != shape:
+        if j and tso_shape(buf, at + h) != shape:
             return None  # another header length, IP version, protocol, DF or fragment field
         header = bytearray(buf[at:at + h + hl])
         flags.append(header[h + 33])

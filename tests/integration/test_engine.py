@@ -167,10 +167,11 @@ async def test_gso_batches_are_received_as_gro_batches_and_split_exactly(rig: Ri
     assert receiver.counters()["gro_batches"] >= 1
 
 
-def super_packet(size: int, seq: int, sport: int, flags: str = "A") -> bytes:
+def super_packet(size: int, seq: int, sport: int, flags: str = "A",
+                 ip_flags: str = "DF") -> bytes:
     """A TCP super-packet as a TUN with TSO hands it over (scapy builds it)."""
     payload = random.Random(seq).randbytes(size)
-    return bytes(IP(src="10.5.1.9", dst="10.5.2.7", ttl=64) / TCP(
+    return bytes(IP(src="10.5.1.9", dst="10.5.2.7", ttl=64, flags=ip_flags) / TCP(
         sport=sport, dport=5201, seq=seq, ack=1, flags=flags,
         options=[("Timestamp", (seq, 1))]) / payload)
 
@@ -178,10 +179,11 @@ def super_packet(size: int, seq: int, sport: int, flags: str = "A") -> bytes:
 async def test_a_burst_of_super_packets_is_cut_together_in_order(rig: Rig) -> None:
     """Super-packets read in one burst go out cut as each would be alone and in the order
     read, a ping among them included; those that continue each other's shape share a
-    numpy pass (a ping, a short last segment, or another flow's header length ends one)."""
+    numpy pass (a ping, a short last segment, or another header shape ends one)."""
     gso = 1000
     burst = [super_packet(3000, 1000, 4000), super_packet(3000, 4000, 4000, "PA"), None,
-             super_packet(2500, 7000, 4000), super_packet(4000, 50, 4001)]
+             super_packet(2500, 7000, 4000), super_packet(4000, 50, 4001),
+             super_packet(2000, 4050, 4001, ip_flags="DF+evil")]
     ping = packet(84, 999, "10.5.2.7")
     expected: list[bytes] = []
     for data in burst:
@@ -204,5 +206,7 @@ async def test_a_burst_of_super_packets_is_cut_together_in_order(rig: Rig) -> No
         engine.stop()
     assert received == expected
     counters = engine.counters()
-    assert (counters["tso_packets"], counters["tso_segments"]) == (4, 3 + 3 + 3 + 4)
-    assert counters["tso_cuts"] == 3  # [first two] | ping | [third, short last] | [fourth]
+    assert (counters["tso_packets"], counters["tso_segments"]) == (5, 3 + 3 + 3 + 4 + 2)
+    # [first two] | ping | [third, short last] | [fourth] | [fifth: another IP flag bit]
+    assert counters["tso_cuts"] == 4
+    assert counters["drop_malformed"] == 0
