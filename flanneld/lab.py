@@ -246,9 +246,8 @@ class Lab:
         try:
             wait_for("etcd to answer", healthy, timeout=30, interval=0.1)
         except LabError as exc:  # say why while its log exists (teardown removes it)
-            tail = (self.workdir / f"etcd-m{self.etcd_members - 1}.log").read_text(
-                errors="replace").splitlines()[-3:]
-            raise LabError(f"{exc}; etcd's log ends: {' | '.join(tail)}") from None
+            tail = _tail(self.workdir / f"etcd-m{self.etcd_members - 1}.log", 3)
+            raise LabError(f"{exc}; etcd's log ends: {tail}") from None
 
     def stop_etcd(self, member: int | None = None) -> None:
         """Stop one member, or all of them."""
@@ -339,10 +338,7 @@ class Lab:
         return parsed
 
     def log_tail(self, host: Host, lines: int = 5) -> str:
-        try:
-            return " | ".join(host.log_file.read_text().strip().splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return _tail(host.log_file, lines)
 
     # -- containers ---------------------------------------------------------------------
 
@@ -437,6 +433,14 @@ class Lab:
 
 
 # -- the lab command ---------------------------------------------------------------------
+
+
+def _tail(path: Path, lines: int) -> str:
+    """The last lines of a log, on one line."""
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
 
 
 def _report(lab: Lab, exc: LabError) -> None:
