@@ -43,7 +43,7 @@ from tun.offload import (
 V = TypeVar("V")
 SOCKET_BUFFER: Final = 4 << 20
 MAX_BURST: Final = 256
-BUFFER_SIZE: Final = 65536 + 4096  # a GRO batch padded to whole segments fits
+BUFFER_SIZE: Final = 65536 + 4096  # a TUN packet and headroom; a padded GRO batch
 STAGE_SLOTS: Final = 8  # TUN super-packets of a burst cut in one pass (numpy's cost is per call)
 CUT_ROOM: Final = 65536 + 8192  # a 64 KB super-packet cut at an MSS near the MTU
 SEGMENT_BUFFER: Final = (STAGE_SLOTS + 2) * CUT_ROOM  # a staged burst cut + what waits
