@@ -127,7 +127,8 @@ def test_a_key_deleted_by_hand_is_taken_back_and_every_host_agrees(lab: Lab) -> 
              timeout=HEAL_BOUND_S, interval=0.1)
     assert time.monotonic() - deleted < HEAL_BOUND_S
     assert a.subnet == subnet and a.daemon is not None and a.daemon.poll() is None
-    assert "re-acquired" in a.log_file.read_text()
+    # logged after the revoke of the old etcd lease, so after the key is back: poll
+    wait_for("a to log the re-acquisition", lambda: "re-acquired" in a.log_file.read_text())
 
 
 BAD_CONFIGS = (
