@@ -33,6 +33,7 @@ NLM_F_ACK: Final = 0x004
 NLM_F_REPLACE: Final = 0x100
 NLM_F_CREATE: Final = 0x400
 RTM_NEWROUTE: Final = 24
+RTM_DELROUTE: Final = 25
 RTM_NEWNEIGH: Final = 28
 RTM_DELNEIGH: Final = 29
 RTA_DST: Final = 1
@@ -44,10 +45,12 @@ NDA_LLADDR: Final = 2
 AF_BRIDGE: Final = 7
 RTN_UNICAST: Final = 1
 RT_SCOPE_UNIVERSE: Final = 0
+RT_SCOPE_NOWHERE: Final = 255  # in a delete: whatever the route's scope
 RTNH_F_ONLINK: Final = 4
 NUD_PERMANENT: Final = 0x80
 NTF_SELF: Final = 0x02
 MAIN_TABLE: Final = 254
+DELETE: Final = NLM_F_REQUEST | NLM_F_ACK
 CHUNK: Final = 60 * 1024  # bytes of requests per send; their acks fit the receive buffer
 
 _NLMSGHDR: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -73,16 +76,31 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
-def route_replace(dst: IPv4Network, gateway: IPv4Address, oif: int, proto: int,
-                  onlink: bool = False) -> Request:
-    """`ip route replace <dst> via <gateway> dev <oif> proto <proto> [onlink]`."""
-    body = (_RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, MAIN_TABLE, proto,
-                        RT_SCOPE_UNIVERSE, RTN_UNICAST, RTNH_F_ONLINK if onlink else 0)
+def _route(kind: int, dst: IPv4Network, gateway: IPv4Address, oif: int, proto: int,
+           onlink: bool, flags: int) -> Request:
+    scope, route_type = (RT_SCOPE_UNIVERSE, RTN_UNICAST) if kind == RTM_NEWROUTE \
+        else (RT_SCOPE_NOWHERE, 0)
+    body = (_RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, MAIN_TABLE, proto, scope,
+                        route_type, RTNH_F_ONLINK if onlink else 0)
             + _attr(RTA_TABLE, _U32.pack(MAIN_TABLE))
             + _attr(RTA_DST, dst.network_address.packed)
             + _attr(RTA_GATEWAY, gateway.packed)
             + _attr(RTA_OIF, _U32.pack(oif)))
-    return Request(RTM_NEWROUTE, body, f"route {dst} via {gateway}")
+    return Request(kind, body, f"route {dst} via {gateway}", flags)
+
+
+def route_replace(dst: IPv4Network, gateway: IPv4Address, oif: int, proto: int,
+                  onlink: bool = False) -> Request:
+    """`ip route replace <dst> via <gateway> dev <oif> proto <proto> [onlink]`."""
+    return _route(RTM_NEWROUTE, dst, gateway, oif, proto, onlink,
+                  NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+
+
+def route_delete(dst: IPv4Network, gateway: IPv4Address, oif: int, proto: int,
+                 onlink: bool = False) -> Request:
+    """`ip route del <dst> via <gateway> dev <oif> proto <proto>`: the kernel matches the
+    protocol too, so a route somebody else added for the same subnet stays."""
+    return _route(RTM_DELROUTE, dst, gateway, oif, proto, onlink, DELETE)
 
 
 def neigh_replace(dst: IPv4Address, lladdr: bytes, ifindex: int) -> Request:
@@ -90,6 +108,12 @@ def neigh_replace(dst: IPv4Address, lladdr: bytes, ifindex: int) -> Request:
     body = (_NDMSG.pack(socket.AF_INET, 0, 0, ifindex, NUD_PERMANENT, 0, 0)
             + _attr(NDA_DST, dst.packed) + _attr(NDA_LLADDR, lladdr))
     return Request(RTM_NEWNEIGH, body, f"neighbour {dst}")
+
+
+def neigh_delete(dst: IPv4Address, ifindex: int) -> Request:
+    """`ip neigh del <dst> dev <ifindex>`."""
+    body = _NDMSG.pack(socket.AF_INET, 0, 0, ifindex, 0, 0, 0) + _attr(NDA_DST, dst.packed)
+    return Request(RTM_DELNEIGH, body, f"neighbour {dst}", DELETE)
 
 
 def fdb_replace(lladdr: bytes, dst: IPv4Address, ifindex: int) -> Request:
@@ -103,8 +127,7 @@ def fdb_delete(lladdr: bytes, dst: IPv4Address, ifindex: int) -> Request:
     """`bridge fdb del <lladdr> dev <ifindex> dst <dst> self`."""
     body = (_NDMSG.pack(AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT, NTF_SELF, 0)
             + _attr(NDA_LLADDR, lladdr) + _attr(NDA_DST, dst.packed))
-    return Request(RTM_DELNEIGH, body, f"fdb {lladdr.hex(':')} dst {dst}",
-                   NLM_F_REQUEST | NLM_F_ACK)
+    return Request(RTM_DELNEIGH, body, f"fdb {lladdr.hex(':')} dst {dst}", DELETE)
 
 
 def encode(request: Request, sequence: int) -> bytes:
@@ -138,7 +161,8 @@ async def program(requests: Sequence[Request], who: str) -> tuple[list[Request],
         log.warning("%s: %d kernel entries: %s", who, len(requests), exc.strerror)
         return None
     real = [(request, code) for request, code in failed
-            if not (request.kind == RTM_DELNEIGH and code in (errno.ENOENT, errno.ESRCH))]
+            if not (request.kind in (RTM_DELNEIGH, RTM_DELROUTE)
+                    and code in (errno.ENOENT, errno.ESRCH, errno.ENODEV))]
     for request, code in real[:5]:
         log.warning("%s: %s: %s", who, request.what, os.strerror(code))
     return [request for request, _ in real], len(failed) - len(real)

@@ -119,7 +119,7 @@ class RouteTable:
         try:
             await self._nl.call(lambda ipr: ipr.route(
                 "del", dst=str(route.dst), gateway=str(route.gateway), oif=route.oif,
-                table=MAIN_TABLE))
+                proto=RTPROT_FLANNEL, table=MAIN_TABLE))  # ours only, as in bulk
         except NetlinkError as exc:
             if exc.code not in (3, 19):  # ESRCH, ENODEV: already gone
                 raise BackendError(f"delete route {route.dst}: {exc.args[-1]}") from None

@@ -16,14 +16,14 @@ from flanneld.errors import BackendError
 from lease.model import EventKind, Lease, LeaseAttrs, LeaseEvent
 
 from ._base import BackendContext
-from ._bulk import program, route_replace
+from ._bulk import program, route_delete, route_replace
 from ._netlink import RTPROT_FLANNEL, Netlink, Route, RouteTable
 
 log = logging.getLogger(__name__)
 
 BACKEND_TYPE: Final = "host-gw"
 RESYNC_S: Final = 10.0
-BULK: Final = 32  # routes from one batch that go to the kernel in bulk, logged as one line
+BULK: Final = 32  # routes added (or removed) at once that go to the kernel in bulk, one log line
 
 
 def desired_route(lease: Lease, oif: int) -> Route | None:
@@ -70,8 +70,7 @@ class HostGWBackend:
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
         """Bring the kernel to the batch's final state: per subnet, the route its last
-        event asks for, or none. A large batch (a node joining a big cluster) goes to the
-        kernel in bulk, with one log line for all."""
+        event asks for, or none."""
         before: dict[IPv4Network, Route | None] = {}
         for event in events:
             subnet = event.lease.subnet
@@ -82,26 +81,35 @@ class HostGWBackend:
                 self._desired[subnet] = new
         install = [self._desired[s] for s in before if s in self._desired]
         delete = [old for s, old in before.items() if old is not None and s not in self._desired]
+        await self._change(install, delete)
+        self._synced.set()
+
+    async def _change(self, install: Sequence[Route], delete: Sequence[Route]) -> None:
+        """Install and delete routes: one by one, each logged; or, from BULK routes on (a
+        node joining a big cluster, many leases expiring at once), in bulk with one line."""
         if len(install) >= BULK:
-            await self._install_many(install)
+            await self._many(install, "added")
         else:
             for route in install:
                 await self._install(route)
-        for route in delete:
-            await self._delete(route)
-        self._synced.set()
+        if len(delete) >= BULK:
+            await self._many(delete, "removed")
+        else:
+            for route in delete:
+                await self._delete(route)
 
-    async def _install_many(self, routes: Sequence[Route]) -> None:
-        requests = [route_replace(r.dst, r.gateway, r.oif, RTPROT_FLANNEL, r.onlink)
-                    for r in routes]
-        result = await program(requests, "host-gw")
+    async def _many(self, routes: Sequence[Route], what: str) -> None:
+        encode = route_replace if what == "added" else route_delete
+        result = await program([encode(r.dst, r.gateway, r.oif, RTPROT_FLANNEL, r.onlink)
+                                for r in routes], "host-gw")
         if result is None:
             self._counters["route_errors"] += len(routes)
             return
-        failed, _ = result
+        failed, _ = result  # a route already gone counts as removed, as one by one
         self._counters["route_errors"] += len(failed)
-        self._counters["routes_installed"] += len(routes) - len(failed)
-        log.info("routes added count=%d failed=%d", len(routes) - len(failed), len(failed))
+        self._counters["routes_installed" if what == "added" else "routes_deleted"] += \
+            len(routes) - len(failed)
+        log.info("routes %s count=%d failed=%d", what, len(routes) - len(failed), len(failed))
 
     async def _install(self, route: Route) -> None:
         try:
@@ -126,10 +134,7 @@ class HostGWBackend:
     async def resync(self) -> int:
         """Repair missing or changed routes and delete stale ones of ours; how many fixed."""
         install, delete = plan_resync(self._desired, await self._routes.ours())
-        for route in install:
-            await self._install(route)
-        for route in delete:
-            await self._delete(route)
+        await self._change(install, delete)
         fixed = len(install) + len(delete)
         if fixed:
             self._counters["resync_repairs"] += fixed

@@ -62,12 +62,14 @@ from tun.vxlan import (
 
 from ._base import BackendContext
 from ._bulk import (
-    RTM_DELNEIGH,
+    DELETE,
     Request,
     fdb_delete,
     fdb_replace,
+    neigh_delete,
     neigh_replace,
     program,
+    route_delete,
     route_replace,
 )
 from ._datapath import (
@@ -88,7 +90,7 @@ RESYNC_S: Final = 10.0
 SENDERS: Final = 8  # sockets the userspace plane spreads flows over (source ports)
 NUD_REACHABLE: Final = 0x02
 NUD_PERMANENT: Final = 0x80
-BULK: Final = 32  # lease events in one batch from which new peers are programmed in bulk
+BULK: Final = 32  # lease events in one batch from which peers are (un)programmed in bulk
 NTF_SELF: Final = 0x02
 AF_BRIDGE: Final = 7
 RTNH_F_ONLINK: Final = 4
@@ -457,12 +459,13 @@ class VXLANBackend:
     # -- peers ---------------------------------------------------------------------------
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
-        # a large batch of new or changed peers (a node joining a big cluster, many peers
-        # moving at once) goes to the kernel in bulk after the loop, with one log line
+        # a large batch (a node joining a big cluster, many peers moving or leaving at
+        # once) goes to the kernel in bulk after the loop, with a log line for all
         bulk = len(events) >= BULK and self.dataplane == "kernel" \
             and self.config.programming == "eager" and not self.config.direct_routing
         fresh: dict[IPv4Network, Peer] = {}
-        stale: list[Request] = []  # FDB entries of changed peers (the rest is replaced)
+        stale: list[Request] = []  # changed peers' FDB entries, removed peers' entries
+        removed = 0
         for event in events:
             old = self._peers.pop(event.lease.subnet, None)
             if old is not None:
@@ -478,6 +481,10 @@ class VXLANBackend:
                 if bulk and new is not None and usable:
                     if (old.vtep_mac, old.public_ip) != (new.vtep_mac, new.public_ip):
                         stale.append(fdb_delete(old.vtep_mac, old.public_ip, self._index))
+                elif bulk:
+                    stale += self._removal(old)
+                    removed += 1
+                    await self._forget_lazy_in(old)
                 else:
                     await self._unprogram(old)
             fresh.pop(event.lease.subnet, None)
@@ -491,14 +498,24 @@ class VXLANBackend:
                 log.info("peer %s subnet=%s public_ip=%s vtep_mac=%s",
                          "updated" if old else "added", new.subnet, new.public_ip,
                          format_mac(new.vtep_mac))
-            elif old is not None:
+            elif old is not None and not bulk:
                 log.info("peer removed subnet=%s public_ip=%s", old.subnet, old.public_ip)
         if fresh or stale:
-            await self._program_many(list(fresh.values()), stale)
+            await self._program_many(list(fresh.values()), stale, removed)
 
-    async def _program_many(self, peers: Sequence[Peer], stale: Sequence[Request]) -> None:
-        """Changed peers' old FDB entries removed; then neighbour, FDB entry and route for
-        each peer, in that order, in bulk."""
+    def _removal(self, peer: Peer) -> list[Request]:
+        """What _unprogram deletes one by one (route, FDB entry, neighbour), as requests."""
+        self._direct.pop(peer.subnet, None)
+        gateway = peer.subnet.network_address
+        return [route_delete(peer.subnet, gateway, self._index, RTPROT_FLANNEL, onlink=True),
+                fdb_delete(peer.vtep_mac, peer.public_ip, self._index),
+                neigh_delete(gateway, self._index)]
+
+    async def _program_many(self, peers: Sequence[Peer], stale: Sequence[Request],
+                            removed: int) -> None:
+        """First the stale entries (removed peers', changed peers' old FDB entries) go;
+        then neighbour, FDB entry and route for each new or changed peer, in that order,
+        all in bulk."""
         requests = list(stale)
         for peer in peers:
             gateway = peer.subnet.network_address
@@ -509,16 +526,20 @@ class VXLANBackend:
             self._direct[peer.subnet] = False
         result = await program(requests, "vxlan")
         if result is None:
-            self._counters["program_errors"] += len(peers)
+            self._counters["program_errors"] += len(peers) + removed
             return
         failed, gone = result
-        not_removed = sum(1 for request in failed if request.kind == RTM_DELNEIGH)
+        not_removed = sum(1 for request in failed if request.flags == DELETE)
         self._counters["program_errors"] += len(failed)
         self._counters["entries_removed"] += len(stale) - gone - not_removed
         self._counters["entries_installed"] += len(requests) - len(stale) - (
             len(failed) - not_removed)
-        log.info("peers added or changed count=%d entries=%d failed=%d", len(peers),
-                 len(requests) - len(stale), len(failed))
+        if removed:
+            log.info("peers removed count=%d entries=%d failed=%d", removed,
+                     len(stale) - gone - not_removed, not_removed)
+        if peers:
+            log.info("peers added or changed count=%d entries=%d failed=%d", len(peers),
+                     len(requests) - len(stale), len(failed) - not_removed)
 
     def _remember(self, peer: Peer) -> None:
         self._peers[peer.subnet] = peer
@@ -602,6 +623,10 @@ class VXLANBackend:
             return removed
 
         self._counters["entries_removed"] += await self._netlink.call(remove)
+        await self._forget_lazy_in(peer)
+
+    async def _forget_lazy_in(self, peer: Peer) -> None:
+        """Entries installed for misses inside a peer's subnet go with the peer."""
         for ip in [ip for ip in self._lazy_used if ip in peer.subnet]:
             await self._forget_lazy(ip, peer)
 

@@ -23,9 +23,11 @@ from backends._bulk import (
     encode,
     fdb_delete,
     fdb_replace,
+    neigh_delete,
     neigh_replace,
     parse_acks,
     parse_routes,
+    route_delete,
     route_replace,
 )
 
@@ -147,3 +149,26 @@ def test_an_fdb_delete_request_is_acknowledged_but_creates_nothing() -> None:
     assert (parsed["family"], parsed["flags"]) == (7, 0x02)
     assert parsed.get_attr("NDA_DST") == "192.0.2.7"
     assert parsed.get_attr("NDA_LLADDR") == "0e:01:02:03:04:05"
+
+
+def test_a_route_delete_names_our_protocol_and_any_scope() -> None:
+    request = route_delete(IPv4Network("10.5.3.0/24"), IPv4Address("10.5.3.0"), 7, 70,
+                           onlink=True)
+    parsed = decoded(encode(request, 3), rtmsg)
+    assert parsed["header"]["type"] == 25  # RTM_DELROUTE
+    assert parsed["header"]["flags"] == NLM_F_REQUEST | NLM_F_ACK  # neither create nor replace
+    assert (parsed["family"], parsed["dst_len"], parsed["proto"], parsed["table"]) == \
+        (socket.AF_INET, 24, 70, 254)
+    assert (parsed["scope"], parsed["type"], parsed["flags"]) == (255, 0, 4)
+    assert parsed.get_attr("RTA_DST") == "10.5.3.0"
+    assert parsed.get_attr("RTA_GATEWAY") == "10.5.3.0"
+    assert parsed.get_attr("RTA_OIF") == 7
+
+
+def test_a_neighbour_delete_names_only_the_address() -> None:
+    parsed = decoded(encode(neigh_delete(IPv4Address("10.5.3.0"), 9), 4), ndmsg)
+    assert parsed["header"]["type"] == 29  # RTM_DELNEIGH
+    assert parsed["header"]["flags"] == NLM_F_REQUEST | NLM_F_ACK
+    assert (parsed["family"], parsed["ifindex"], parsed["state"]) == (socket.AF_INET, 9, 0)
+    assert parsed.get_attr("NDA_DST") == "10.5.3.0"
+    assert parsed.get_attr("NDA_LLADDR") is None
