@@ -39,8 +39,10 @@ from flanneld.tables import format_table
 
 RESULTS = Path(__file__).parent / "results"
 NETWORK = IPv4Network("10.64.0.0/10")  # 16384 /24 subnets
+PROPAGATION = IPv4Network("10.127.255.0/24")  # the lease propagation() adds
 
-# Runs inside the underlay namespace (etcd at 127.0.0.1): writes leases in transactions.
+# Runs inside the underlay namespace (etcd at 127.0.0.1): writes (or, for a value of None,
+# deletes) leases in transactions of etcd's largest size.
 WRITER = """
 import asyncio, json, sys, time
 from etcd3aio.connections import ConnectionManager
@@ -53,7 +55,8 @@ async def main(port, items):
     print(time.time(), flush=True)
     for start in range(0, len(items), 128):
         batch = items[start:start + 128]
-        ops = [kv.txn_op_put(key.encode(), value.encode()) for key, value in batch]
+        ops = [kv.txn_op_delete(key.encode()) if value is None else
+               kv.txn_op_put(key.encode(), value.encode()) for key, value in batch]
         await kv.txn([], ops, timeout=30)
     await channel.close()
 
@@ -85,8 +88,9 @@ def simulated_leases(count: int, backend: str, skip: set[IPv4Network],
     return items
 
 
-def write_leases(lab: Lab, items: Sequence[tuple[str, str]]) -> float:
-    """Write `items`; the wall-clock time the first transaction was sent."""
+def write_leases(lab: Lab, items: Sequence[tuple[str, str | None]]) -> float:
+    """Write `items` (a value of None deletes the key); the wall-clock time the first
+    transaction was sent."""
     done = subprocess.run(["ip", "netns", "exec", lab.underlay_ns, sys.executable, "-c",
                            WRITER, "2379"], input=json.dumps(list(items)), text=True,
                           check=True, timeout=300, stdout=subprocess.PIPE)
@@ -137,7 +141,7 @@ def startup(lab: Lab, host: Host, backend: str, peers: int) -> float:
 
 def propagation(lab: Lab, hosts: Sequence[Host], backend: str) -> list[float]:
     """Write one new lease; seconds until each host has its route."""
-    subnet = IPv4Network("10.127.255.0/24")
+    subnet = PROPAGATION
     monitors = [subprocess.Popen(["ip", "netns", "exec", host.ns, "ip", "-ts", "monitor",
                                   "route"], stdout=subprocess.PIPE, text=True)
                 for host in hosts]
@@ -187,6 +191,25 @@ def per_event_cpu(lab: Lab, hosts: Sequence[Host], backend: str, leases: int,
     return statistics.median((b - a) / events for a, b in zip(before, after, strict=True))
 
 
+def mass_removal(lab: Lab, hosts: Sequence[Host], backend: str, leases: int,
+                 own: set[IPv4Network]) -> float:
+    """Delete the simulated leases at once (etcd transactions of 128), and propagation()'s;
+    seconds until every daemon has taken all their kernel entries away (the daemons' own
+    leases stay)."""
+    gone: list[tuple[str, str | None]] = [
+        (key, None) for key, _ in simulated_leases(leases, backend, own)]
+    gone.append((f"/coreos.com/network/subnets/{PROPAGATION.network_address}-24", None))
+    began = time.monotonic()
+    write_leases(lab, gone)
+
+    def cleaned() -> bool:
+        return all(count <= len(hosts) - 1
+                   for host in hosts for count in kernel_entries(lab, host, backend).values())
+
+    wait_for(f"all {leases} peers to be removed", cleaned, timeout=300, interval=0.1)
+    return time.monotonic() - began
+
+
 def run_backend(backend: str, leases: int, daemons: int) -> dict[str, Any]:
     lab = Lab(hosts_count=0)
     result: dict[str, Any] = {"backend": backend, "leases": leases, "daemons": daemons}
@@ -225,6 +248,9 @@ def run_backend(backend: str, leases: int, daemons: int) -> dict[str, Any]:
                                                                   backend).items()}
         own = {host.subnet for host in running}
         result["cpu_ms_per_event"] = per_event_cpu(lab, running, backend, leases, own) * 1e3
+        result["all_leave_s"] = mass_removal(lab, running, backend, leases, own)
+        print(f"[{backend}] all {leases} leave at once: gone on all {daemons} in "
+              f"{result['all_leave_s']:.2f} s", flush=True)
         for host in running:
             if host.daemon is None or host.daemon.poll() is not None:
                 raise LabError(f"{host.ns}'s daemon died: {lab.log_tail(host)}")
@@ -238,9 +264,10 @@ def _table(results: Sequence[dict[str, Any]]) -> str:
         rows.append((r["backend"], str(r["leases"]), f"{r['startup_s']['max']:.2f} s",
                      f"{r['propagation_s']['max'] * 1e3:.0f} ms",
                      f"{r['rss_mib']['median']:.1f} MiB", f"{r['kib_per_peer']:.2f} KiB",
-                     f"{r['cpu_ms_per_event']:.3f} ms", entries))
+                     f"{r['cpu_ms_per_event']:.3f} ms", f"{r['all_leave_s']:.2f} s",
+                     entries))
     return format_table(("backend", "leases", "start-up (max)", "new lease on all (max)",
-                         "RSS (median)", "per peer", "CPU per event",
+                         "RSS (median)", "per peer", "CPU per event", "all leave at once",
                          "kernel entries per peer"), rows)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import partial
 
 from flanneld.lab import Host, Lab, wait_for
@@ -40,6 +41,14 @@ def test_fifty_daemons_at_once_for_exactly_fifty_subnets_and_a_fifty_first(lab: 
 
 def fdb_has(lab: Lab, host: Host, mac: str) -> bool:
     return mac in lab.exec(host.ns, "bridge", "fdb", "show", "dev", "flannel.1").stdout
+
+
+def logged_removals(host: Host, count: int) -> int:
+    """How many bulk removal lines, once they and the single ones add up to `count`."""
+    text = host.log_file.read_text(errors="replace")
+    bulk = [int(n) for n in re.findall(r"(?:peers|routes) removed count=(\d+) ", text)]
+    single = len(re.findall(r"(?:peer|route) removed subnet=", text))
+    return len(bulk) if sum(bulk) + single == count else 0
 
 
 def logged_bulk(host: Host, count: int) -> bool:
@@ -105,5 +114,16 @@ def test_a_node_joining_a_big_cluster_programs_every_peer_in_bulk(lab: Lab) -> N
         # a single new lease afterwards takes the ordinary path
         lab.etcdctl("put", "/coreos.com/network/subnets/10.127.0.0-24", leases[0][1])
         wait_for(f"{backend}: the 601st route", partial(has_routes, lab, host, 601))
+        # all of them leave at once (transactions of 128): removed in bulk, nothing left
+        gone = [(key, None) for key, _ in leases] + \
+            [("/coreos.com/network/subnets/10.127.0.0-24", None)]
+        write_leases(lab, gone)
+        wait_for(f"{backend}: no route of ours", partial(has_routes, lab, host, 0))
+        if backend == "vxlan":
+            left = lab.exec(host.ns, "ip", "neigh", "show", "dev", "flannel.1").stdout + \
+                lab.exec(host.ns, "bridge", "fdb", "show", "dev", "flannel.1").stdout
+            assert " dst 192.0.2." not in left and "PERMANENT" not in left, left
+        wait_for(f"{backend}: all 601 removals logged", partial(logged_removals, host, 601))
+        assert logged_removals(host, 601) > 0  # at least one batch went in bulk
         lab.stop_daemon(host)
         lab.exec(host.ns, "ip", "route", "flush", "proto", "70")
