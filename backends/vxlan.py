@@ -608,7 +608,8 @@ class VXLANBackend:
             gateway = str(peer.public_ip) if direct else str(peer.subnet.network_address)
             oif = self._iface.index if direct else self._index
             steps: list[tuple[str, dict[str, Any]]] = [
-                ("route", {"dst": str(peer.subnet), "gateway": gateway, "oif": oif})]
+                ("route", {"dst": str(peer.subnet), "gateway": gateway, "oif": oif,
+                           "proto": RTPROT_FLANNEL})]  # ours only, as in bulk
             if not direct:
                 steps += [("fdb", {"ifindex": self._index, "lladdr": format_mac(peer.vtep_mac),
                                    "dst": str(peer.public_ip), "flags": NTF_SELF}),
