@@ -6,14 +6,20 @@ thousands of peers would spend seconds programming them one by one; here the enc
 a few struct calls per entry and the kernel takes a whole chunk per send. Used for large
 batches only; single changes keep going through pyroute2 (backends/_netlink.py).
 
-The encoders are pure (bytes out); send() is the shell. rtnetlink: rtnetlink(7),
-include/uapi/linux/{netlink,rtnetlink,neighbour}.h.
+Also raw, for the same reason: the route dump behind host-gw's periodic check, and the
+vxlan backend's neighbour-miss socket (pyroute2 would parse every neighbour change on the
+host; a socket filter lets only the misses through, and they are parsed here).
+
+The encoders and parsers are pure (bytes in or out); send(), dump_routes() and
+miss_socket() are the shell. rtnetlink: rtnetlink(7),
+include/uapi/linux/{netlink,rtnetlink,neighbour}.h; socket filters: socket(7), bpf(4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import functools
 import logging
@@ -289,3 +295,74 @@ def dump_routes(proto: int) -> list[DumpedRoute]:
         return routes
     finally:
         sock.close()
+
+
+# -- neighbour misses --------------------------------------------------------------------
+
+RTM_GETNEIGH: Final = 30  # what a VXLAN device (and app_solicit) asks userspace with
+RTMGRP_NEIGH: Final = 0x4
+SO_ATTACH_FILTER: Final = 26
+_BPF: Final = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """An RTM_GETNEIGH: the kernel wants a neighbour (dst set) or an FDB entry (lladdr)."""
+
+    family: int
+    ifindex: int
+    dst: str | None
+    lladdr: str | None
+
+
+def parse_misses(data: bytes) -> list[Miss]:
+    """The RTM_GETNEIGH messages in `data` (others are skipped): family, ifindex, NDA_DST
+    as an address string (4 or 16 bytes), NDA_LLADDR as aa:bb:cc:dd:ee:ff."""
+    misses: list[Miss] = []
+    at = 0
+    while at + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, _sequence, _port = _NLMSGHDR.unpack_from(data, at)
+        if length < _NLMSGHDR.size or at + length > len(data):
+            break
+        body = at + _NLMSGHDR.size
+        if kind == RTM_GETNEIGH and length >= _NLMSGHDR.size + _NDMSG.size:
+            family, _, _, ifindex, _, _, _ = _NDMSG.unpack_from(data, body)
+            attrs = _attrs(data, body + _NDMSG.size, at + length)
+            raw_dst, raw_mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
+            dst = None
+            if raw_dst is not None and len(raw_dst) in (4, 16):
+                dst = socket.inet_ntop(socket.AF_INET if len(raw_dst) == 4 else socket.AF_INET6,
+                                       raw_dst)
+            misses.append(Miss(family, ifindex, dst, raw_mac.hex(":") if raw_mac else None))
+        at += (length + 3) & ~3
+    return misses
+
+
+def getneigh_filter() -> bytes:
+    """A classic BPF program for a netlink socket: keep RTM_GETNEIGH, drop the rest (every
+    neighbour and FDB change on the host would otherwise wake us, thousands at a time when
+    peers are programmed in bulk). BPF reads the header's type field big-endian."""
+    wanted = int.from_bytes(struct.pack("=H", RTM_GETNEIGH), "big")
+    return b"".join((_BPF.pack(0x28, 0, 0, 4),  # ld h [4]: nlmsg_type
+                     _BPF.pack(0x15, 0, 1, wanted),  # jeq wanted, next, drop
+                     _BPF.pack(0x06, 0, 0, 0xFFFFFFFF),  # ret all of it
+                     _BPF.pack(0x06, 0, 0, 0)))  # ret 0: dropped
+
+
+def miss_socket() -> socket.socket:
+    """A non-blocking rtnetlink socket on the neighbour group that sees only RTM_GETNEIGH;
+    OSError if the kernel refuses it."""
+    program_bytes = getneigh_filter()
+    code = ctypes.create_string_buffer(program_bytes, len(program_bytes))
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, 33, 1 << 20)  # SO_RCVBUFFORCE
+        fprog = struct.pack("@HP", len(program_bytes) // _BPF.size, ctypes.addressof(code))
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        sock.bind((0, RTMGRP_NEIGH))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock

@@ -58,23 +58,6 @@ class Netlink:
         ipr = self._ipr
         return await self._submit(fn(ipr))
 
-    def spawn(self, fn: Callable[[Callable[[], Any]], Awaitable[None]]) -> Any:
-        """Run `fn(make_socket)` as a long-lived task on the netlink thread (e.g. a monitor
-        on its own socket); the returned future's cancel() stops it."""
-        def make_socket() -> Any:
-            return AsyncIPRoute()
-
-        async def wrapped() -> None:
-            try:
-                await fn(make_socket)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("netlink task %s died", getattr(fn, "__name__", fn))
-                raise
-
-        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop)
-
     async def _submit(self, coro: Awaitable[T]) -> T:
         async def wrapped() -> T:
             return await coro

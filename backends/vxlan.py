@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
 import socket
@@ -31,7 +32,6 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Final
 
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_NEIGH
 
 from flanneld.errors import BackendError, ConfigError, DecodeError
 from lease.config import BackendSpec
@@ -66,8 +66,10 @@ from ._bulk import (
     Request,
     fdb_delete,
     fdb_replace,
+    miss_socket,
     neigh_delete,
     neigh_replace,
+    parse_misses,
     program,
     route_delete,
     route_replace,
@@ -308,17 +310,16 @@ class VXLANBackend:
         self._direct: dict[IPv4Network, bool] = {}
         self._index = 0
         self._misses: asyncio.Queue[tuple[int, str | None, str | None]] = asyncio.Queue()
-        self._monitor: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._miss_sock: socket.socket | None = None
         self._lazy_used: dict[IPv4Address, float] = {}
         self._tun: TunDevice | None = None
         self._sockets: list[socket.socket] = []
         self._engine: PacketEngine | None = None
         self.codec: VXLANCodec | None = None
         self._counters = dict.fromkeys((
-            "l3_misses_answered", "l2_misses_answered", "misses_unknown", "entries_installed",
-            "entries_removed", "entries_aged_out", "program_errors", "leases_skipped",
-            "routes_repaired"), 0)
+            "l3_misses_answered", "l2_misses_answered", "misses_unknown", "misses_lost",
+            "entries_installed", "entries_removed", "entries_aged_out", "program_errors",
+            "leases_skipped", "routes_repaired"), 0)
 
     @property
     def mtu(self) -> int:
@@ -351,7 +352,6 @@ class VXLANBackend:
 
     async def start(self, lease: Lease) -> None:
         self._lease = lease
-        self._loop = asyncio.get_running_loop()
         if self.dataplane == "kernel":
             try:
                 await self._start_kernel(lease)
@@ -414,23 +414,33 @@ class VXLANBackend:
             raise
         except NetlinkError as exc:
             raise BackendError(f"vxlan: configuring {name}: {exc.args[-1]}") from None
-        self._monitor = self._netlink.spawn(self._watch_misses)
+        try:
+            self._miss_sock = miss_socket()
+        except OSError as exc:
+            raise BackendError(f"vxlan: a netlink socket for neighbour misses: {exc.strerror}") \
+                from None
+        asyncio.get_running_loop().add_reader(self._miss_sock.fileno(), self._on_misses)
         log.info("vxlan backend ready dataplane=kernel device=%s vtep_mac=%s mtu=%d port=%d "
                  "programming=%s direct_routing=%s", name, format_mac(self._mac), self.mtu,
                  config.udp_port, config.programming, config.direct_routing)
 
-    async def _watch_misses(self, make_socket: Any) -> None:
-        """On the netlink thread: forward every miss on our device to the main loop."""
-        loop = self._loop
-        monitor = make_socket()
-        await monitor.bind(groups=RTMGRP_NEIGH)
-        while True:  # get() ends with each batch of messages: ask again, forever
-            async for msg in monitor.get():
-                if msg.get("event") != "RTM_GETNEIGH" or msg.get("ifindex") != self._index:
-                    continue
-                item = (int(msg.get("family")), msg.get("NDA_DST"), msg.get("NDA_LLADDR"))
-                if loop is not None:
-                    loop.call_soon_threadsafe(self._misses.put_nowait, item)
+    def _on_misses(self) -> None:
+        """Drain the miss socket (it passes nothing but RTM_GETNEIGH): the misses on our
+        device go to run(). A full socket buffer loses misses; the kernel asks again."""
+        assert self._miss_sock is not None
+        while True:
+            try:
+                data = self._miss_sock.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self._counters["misses_lost"] += 1
+                continue
+            for miss in parse_misses(data):
+                if miss.ifindex == self._index:
+                    self._misses.put_nowait((miss.family, miss.dst, miss.lladdr))
 
     async def _start_userspace(self, lease: Lease) -> None:
         config = self.config
@@ -730,8 +740,9 @@ class VXLANBackend:
         return counts
 
     async def close(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
+        if self._miss_sock is not None:
+            asyncio.get_running_loop().remove_reader(self._miss_sock.fileno())
+            self._miss_sock.close()
         if self._engine is not None:
             self._engine.stop()
         for sock in self._sockets:

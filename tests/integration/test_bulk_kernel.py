@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,7 +39,8 @@ def ns() -> Iterator[str]:
         for command in (
             "link add d0 type veth peer name d1", "link set d1 up", "link set d0 up",
             "addr add 192.0.2.1/24 dev d0",
-            "link add vx0 type vxlan id 1 dstport 8472 local 192.0.2.1 nolearning",
+            "link add vx0 type vxlan id 1 dstport 8472 local 192.0.2.1 nolearning proxy "
+            "l2miss l3miss",
             "link set vx0 up",
         ):
             sh("ip", "-n", name, *command.split())
@@ -95,3 +97,39 @@ def test_bulk_deletes_of_a_vxlan_peer_remove_route_neighbour_and_fdb_entry(ns: s
     failed, gone = program(ns, f"[{removal}, route_replace(N('10.9.4.0/24'), A('10.9.4.1'), "
                                f"index['d0'], 70)]")
     assert (failed, gone) == (["route 10.9.4.0/24 via 10.9.4.1"], 3)
+
+
+MISSES = """
+import json, socket, subprocess, time
+from backends._bulk import miss_socket, parse_misses, _NLMSGHDR
+sock = miss_socket()
+# changes the socket must not see: a neighbour and an FDB entry added and deleted
+for args in ("neigh replace 10.9.9.9 lladdr 0e:00:00:00:00:09 dev vx0 nud permanent",
+             "neigh del 10.9.9.9 dev vx0",
+             "fdb append 0e:00:00:00:00:0a dev vx0 dst 192.0.2.10 self permanent"):
+    cmd = ("bridge " if args.startswith("fdb") else "ip ") + args
+    subprocess.run(cmd.split(), check=True)
+subprocess.run("ping -c 2 -i 0.2 -W 1 10.9.8.8".split(), capture_output=True)  # a miss
+types, misses, deadline = [], [], time.monotonic() + 2
+while time.monotonic() < deadline:
+    try:
+        data = sock.recv(65536)
+    except BlockingIOError:
+        time.sleep(0.05)
+        continue
+    types.append(_NLMSGHDR.unpack_from(data)[1])
+    misses += [[m.family, m.dst, m.lladdr] for m in parse_misses(data)]
+print(json.dumps([types, misses]))
+"""
+
+
+def test_the_miss_socket_sees_the_kernels_misses_and_nothing_else(ns: str) -> None:
+    sh("ip", "-n", ns, "addr", "add", "10.9.1.0/32", "dev", "vx0")
+    sh("ip", "-n", ns, "route", "add", "10.9.8.0/24", "dev", "vx0")
+    # as the vxlan backend sets it: neighbour resolution on vx0 asks userspace
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.neigh.vx0.app_solicit=3")
+    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", MISSES], cwd=ROOT,
+                          capture_output=True, text=True, check=True, timeout=60)
+    types, misses = json.loads(done.stdout)
+    assert types and set(types) == {30}, types  # RTM_GETNEIGH only
+    assert [socket.AF_INET, "10.9.8.8", None] in misses, misses

@@ -19,13 +19,16 @@ from backends._bulk import (
     RTM_NEWNEIGH,
     RTM_NEWROUTE,
     DumpedRoute,
+    Miss,
     dump_request,
     encode,
     fdb_delete,
     fdb_replace,
+    getneigh_filter,
     neigh_delete,
     neigh_replace,
     parse_acks,
+    parse_misses,
     parse_routes,
     route_delete,
     route_replace,
@@ -172,3 +175,52 @@ def test_a_neighbour_delete_names_only_the_address() -> None:
     assert (parsed["family"], parsed["ifindex"], parsed["state"]) == (socket.AF_INET, 9, 0)
     assert parsed.get_attr("NDA_DST") == "10.5.3.0"
     assert parsed.get_attr("NDA_LLADDR") is None
+
+
+def neighbour_message(kind: int, family: int, ifindex: int, attrs: list[tuple[str, str]]) -> bytes:
+    """What the kernel sends, encoded by pyroute2 (the second opinion)."""
+    message = ndmsg()
+    message["header"]["type"] = kind
+    message["family"], message["ifindex"], message["attrs"] = family, ifindex, attrs
+    message.encode()
+    return bytes(message.data)
+
+
+def test_misses_parse_as_pyroute2_would_give_them() -> None:
+    l3 = neighbour_message(30, socket.AF_INET, 9, [("NDA_DST", "10.5.3.7")])
+    l2 = neighbour_message(30, 7, 9, [("NDA_LLADDR", "0e:01:02:03:04:05")])
+    v6 = neighbour_message(30, socket.AF_INET6, 4, [("NDA_DST", "fe80::1")])
+    assert l3.hex() == "240000001e0000000000000000000000020000000900000000000000080001000a050307"
+    assert parse_misses(l3 + l2 + v6) == [Miss(socket.AF_INET, 9, "10.5.3.7", None),
+                                          Miss(7, 9, None, "0e:01:02:03:04:05"),
+                                          Miss(socket.AF_INET6, 4, "fe80::1", None)]
+
+
+def test_only_misses_are_taken_and_a_cut_message_ends_the_parse() -> None:
+    change = neighbour_message(28, socket.AF_INET, 9, [("NDA_DST", "10.5.3.8"),
+                                                       ("NDA_LLADDR", "0e:01:02:03:04:05")])
+    miss = neighbour_message(30, socket.AF_INET, 9, [("NDA_DST", "10.5.3.7")])
+    assert parse_misses(change + miss) == [Miss(socket.AF_INET, 9, "10.5.3.7", None)]
+    assert parse_misses(miss[:-1]) == []  # shorter than its own length
+    assert parse_misses(b"") == parse_misses(b"\0" * 16) == []
+    odd = neighbour_message(30, socket.AF_INET, 9, [])  # no attributes at all
+    assert parse_misses(odd) == [Miss(socket.AF_INET, 9, None, None)]
+    # a destination of a length no address has is left out, not misread
+    bad = bytearray(miss)
+    bad[28:30] = struct.pack("=H", 7)
+    assert parse_misses(bytes(bad))[0].dst is None
+
+
+def test_the_socket_filter_keeps_type_30_only() -> None:
+    """Classic BPF, run here by hand on the header: ld h [4]; jeq 30 ? accept : drop."""
+    program = [struct.unpack_from("=HBBI", getneigh_filter(), at) for at in range(0, 32, 8)]
+    assert [code for code, *_ in program] == [0x28, 0x15, 0x06, 0x06]
+
+    def verdict(message: bytes) -> int:
+        value = int.from_bytes(message[program[0][3]:program[0][3] + 2], "big")
+        step = 1 + (program[1][1] if value == program[1][3] else program[1][2])
+        return int(program[1 + step][3])
+
+    assert verdict(neighbour_message(30, 2, 9, [])) == 0xFFFFFFFF
+    assert verdict(neighbour_message(28, 2, 9, [])) == 0
+    assert verdict(neighbour_message(29, 2, 9, [])) == 0
