@@ -114,27 +114,6 @@ def _get_str(raw: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _parse_v4_network(raw: Mapping[str, Any]) -> IPv4Network | None:
-    text = _get_str(raw, "Network")
-    if text is None:
-        return None
-    try:
-        return IPv4Network(text, strict=False)
-    except ValueError:
-        raise ConfigError(f"network config: Network {text!r} is not an IPv4 CIDR") from None
-
-
-def _parse_v4_addr(raw: Mapping[str, Any], name: str) -> IPv4Address | None:
-    text = _get_str(raw, name)
-    if text is None:
-        return None
-    try:
-        addr = IPv4Address(text)
-    except ValueError:
-        raise ConfigError(f"network config: {name} {text!r} is not an IPv4 address") from None
-    return None if int(addr) == 0 else addr
-
-
 def _parse_backend(raw: Mapping[str, Any]) -> BackendSpec:
     if "backend" not in raw:
         return BackendSpec(DEFAULT_BACKEND, {})
@@ -147,96 +126,62 @@ def _parse_backend(raw: Mapping[str, Any]) -> BackendSpec:
     return BackendSpec(kind.lower(), dict(backend))
 
 
-def _v4_ranges(
-    raw: Mapping[str, Any], network: IPv4Network
-) -> tuple[int, IPv4Address, IPv4Address]:
-    subnet_len = _get_uint(raw, "SubnetLen")
-    if subnet_len > 0:
-        if subnet_len > 30:
-            raise ConfigError("network config: SubnetLen must be less than /31")
-        if subnet_len < network.prefixlen + 2:
-            raise ConfigError(
-                f"network config: SubnetLen /{subnet_len} leaves Network {network} "
-                "room for fewer than four subnets"
-            )
-    elif network.prefixlen > 28:
-        raise ConfigError(
-            f"network config: Network {network} is too small, the minimum useful prefix is /28"
-        )
-    elif network.prefixlen <= 22:
-        subnet_len = 24
-    else:
-        subnet_len = network.prefixlen + 2
-
-    size = 1 << (32 - subnet_len)
-    mask = (0xFFFFFFFF << (32 - subnet_len)) & 0xFFFFFFFF
-    subnet_min = _parse_v4_addr(raw, "SubnetMin")
-    if subnet_min is None:
-        subnet_min = network.network_address + size
-    elif subnet_min not in network:
-        raise ConfigError(f"network config: SubnetMin {subnet_min} is not inside Network {network}")
-    subnet_max = _parse_v4_addr(raw, "SubnetMax")
-    if subnet_max is None:
-        subnet_max = IPv4Address(int(network.broadcast_address) + 1 - size)
-    elif subnet_max not in network:
-        raise ConfigError(f"network config: SubnetMax {subnet_max} is not inside Network {network}")
-    for name, addr in (("SubnetMin", subnet_min), ("SubnetMax", subnet_max)):
-        if int(addr) & mask != int(addr):
-            raise ConfigError(
-                f"network config: {name} {addr} is not on a SubnetLen /{subnet_len} boundary"
-            )
-    return subnet_len, subnet_min, subnet_max
-
-
-def _v6_ranges(
-    raw: Mapping[str, Any],
-) -> tuple[IPv6Network, int, IPv6Address, IPv6Address]:
-    text = _get_str(raw, "IPv6Network")
+def _ranges(raw: Mapping[str, Any], v6: bool) -> tuple[IPv4Network | IPv6Network, int, int, int]:
+    """Network, SubnetLen, SubnetMin and SubnetMax (as ints), or with v6 their IPv6 twins,
+    with flannel's defaults and limits; ConfigError naming the field."""
+    p, family = ("IPv6", 6) if v6 else ("", 4)
+    text = _get_str(raw, f"{p}Network")
     if text is None:
-        raise ConfigError("network config: EnableIPv6 is true but IPv6Network is missing")
+        raise ConfigError("network config: EnableIPv6 is true but IPv6Network is missing" if v6
+                          else "network config: Network is missing")
     try:
-        network = IPv6Network(text, strict=False)
+        network: IPv4Network | IPv6Network = IPv6Network(text, strict=False) if v6 \
+            else IPv4Network(text, strict=False)
     except ValueError:
-        raise ConfigError(f"network config: IPv6Network {text!r} is not an IPv6 CIDR") from None
-    subnet_len = _get_uint(raw, "IPv6SubnetLen")
+        raise ConfigError(f"network config: {p}Network {text!r} is not an IPv{family} CIDR") \
+            from None
+    bits, usual = network.max_prefixlen, 64 if v6 else 24
+    subnet_len = _get_uint(raw, f"{p}SubnetLen")
     if subnet_len > 0:
-        if subnet_len > 126:
-            raise ConfigError("network config: IPv6SubnetLen must be less than /127")
+        if subnet_len > bits - 2:
+            raise ConfigError(f"network config: {p}SubnetLen must be less than /{bits - 1}")
         if subnet_len < network.prefixlen + 2:
             raise ConfigError(
-                f"network config: IPv6SubnetLen /{subnet_len} leaves IPv6Network {network} "
+                f"network config: {p}SubnetLen /{subnet_len} leaves {p}Network {network} "
                 "room for fewer than four subnets"
             )
-    elif network.prefixlen > 124:
-        raise ConfigError(
-            f"network config: IPv6Network {network} is too small, the minimum useful prefix is /124"
-        )
-    elif network.prefixlen <= 62:
-        subnet_len = 64
+    elif network.prefixlen > bits - 4:
+        raise ConfigError(f"network config: {p}Network {network} is too small, the minimum "
+                          f"useful prefix is /{bits - 4}")
+    elif network.prefixlen <= usual - 2:
+        subnet_len = usual
     else:
         subnet_len = network.prefixlen + 2
-    size = 1 << (128 - subnet_len)
-    mask = ((1 << 128) - 1) ^ (size - 1)
-    bounds: list[IPv6Address] = []
-    for name, default in (
-        ("IPv6SubnetMin", IPv6Address(int(network.network_address) + size)),
-        ("IPv6SubnetMax", IPv6Address(int(network.broadcast_address) + 1 - size)),
-    ):
+    size = 1 << (bits - subnet_len)
+    bounds: list[int] = []
+    for name, default in ((f"{p}SubnetMin", int(network.network_address) + size),
+                          (f"{p}SubnetMax", int(network.broadcast_address) + 1 - size)):
         given = _get_str(raw, name)
         if given is None:
             bounds.append(default)
             continue
         try:
-            addr = IPv6Address(given)
+            addr = IPv6Address(given) if v6 else IPv4Address(given)
         except ValueError:
-            raise ConfigError(f"network config: {name} {given!r} is not an IPv6 address") from None
+            raise ConfigError(f"network config: {name} {given!r} is not an IPv{family} address") \
+                from None
+        if not v6 and int(addr) == 0:  # Go's zero IP: as if not given
+            bounds.append(default)
+            continue
         if addr not in network:
-            raise ConfigError(f"network config: {name} {addr} is not inside IPv6Network {network}")
-        if int(addr) & mask != int(addr):
-            raise ConfigError(
-                f"network config: {name} {addr} is not on an IPv6SubnetLen /{subnet_len} boundary"
-            )
-        bounds.append(addr)
+            raise ConfigError(f"network config: {name} {addr} is not inside {p}Network {network}")
+        if int(addr) % size:
+            raise ConfigError(f"network config: {name} {addr} is not on {'an' if v6 else 'a'} "
+                              f"{p}SubnetLen /{subnet_len} boundary")
+        bounds.append(int(addr))
+    if bounds[0] > bounds[1]:
+        low, high = (IPv6Address(b) if v6 else IPv4Address(b) for b in bounds)
+        raise ConfigError(f"network config: {p}SubnetMin {low} is above {p}SubnetMax {high}")
     return network, subnet_len, bounds[0], bounds[1]
 
 
@@ -257,27 +202,22 @@ def parse_network_config(text: str | bytes) -> NetworkConfig:
     if not enable_ipv4:
         raise ConfigError("network config: IPv6-only networks are not supported yet")
 
-    network = _parse_v4_network(raw)
-    if network is None:
-        raise ConfigError("network config: Network is missing")
-    subnet_len, subnet_min, subnet_max = _v4_ranges(raw, network)
-    if subnet_min > subnet_max:
-        raise ConfigError(f"network config: SubnetMin {subnet_min} is above SubnetMax {subnet_max}")
-
+    network, subnet_len, subnet_min, subnet_max = _ranges(raw, v6=False)
+    assert isinstance(network, IPv4Network)
     v6: dict[str, Any] = {}
     if enable_ipv6:
-        net6, len6, min6, max6 = _v6_ranges(raw)
+        net6, len6, min6, max6 = _ranges(raw, v6=True)
         v6 = {
             "ipv6_network": net6,
             "ipv6_subnet_len": len6,
-            "ipv6_subnet_min": min6,
-            "ipv6_subnet_max": max6,
+            "ipv6_subnet_min": IPv6Address(min6),
+            "ipv6_subnet_max": IPv6Address(max6),
         }
     return NetworkConfig(
         network=network,
         subnet_len=subnet_len,
-        subnet_min=subnet_min,
-        subnet_max=subnet_max,
+        subnet_min=IPv4Address(subnet_min),
+        subnet_max=IPv4Address(subnet_max),
         backend=_parse_backend(raw),
         enable_ipv4=enable_ipv4,
         enable_ipv6=enable_ipv6,

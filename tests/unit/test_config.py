@@ -469,6 +469,8 @@ def test_ipv6_keys_are_case_insensitive() -> None:
         ({"IPv6Network": "fc00::/48", "IPv6SubnetMin": "bogus"}, "IPv6SubnetMin"),
         ({"IPv6Network": "fc00::/48", "IPv6SubnetMax": "fc01::"}, "IPv6SubnetMax"),
         ({"IPv6Network": "fc00::/48", "IPv6SubnetMax": "fc00:0:0:1:8000::"}, "IPv6SubnetMax"),
+        ({"IPv6Network": "fc00::/48", "IPv6SubnetMin": "fc00:0:0:20::",  # min above max
+          "IPv6SubnetMax": "fc00:0:0:10::"}, "IPv6SubnetMin fc00:0:0:20:: is above"),
     ],
 )
 def test_ipv6_errors(fields: dict[str, Any], name: str) -> None:
