@@ -69,14 +69,21 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def loads_strict(text: str | bytes) -> Any:
-    """json.loads as Go reads JSON: NaN/Infinity rejected (also numbers that overflow to
-    infinity, which could not be written back as JSON), lone surrogates rejected.
+    """json.loads as Go reads JSON: UTF-8 only, NaN/Infinity rejected (also numbers that
+    overflow to infinity, which could not be written back as JSON), lone surrogates
+    rejected.
 
     Raises ValueError (json.JSONDecodeError or UnicodeError are ValueErrors too)."""
+    if isinstance(text, bytes):
+        text = text.decode()  # strict UTF-8: no surrogates in what it gives
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-        json.dumps(value, ensure_ascii=False).encode()  # lone surrogates cannot be re-encoded
+        value = _DECODER.decode(text)
+        if "\\u" in text or not text.isascii():  # a lone surrogate cannot be re-encoded
+            json.dumps(value, ensure_ascii=False).encode()
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     return value

@@ -9,6 +9,7 @@ BackendData embedded as JSON (not a string). Decoding matches keys case-insensit
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,7 @@ from flanneld.errors import DecodeError
 from .config import fold_keys, loads_strict
 
 SUBNETS_DIR: Final = "subnets/"
+DECODED: Final = 1 << 15  # keys and values remembered decoded: twice the largest /10 of /24s
 # Upstream: (\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$ ; we also insist on real dots.
 _KEY_RE: Final = re.compile(r"(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?")
 
@@ -70,8 +72,10 @@ def subnet_key(subnet: IPv4Network, ipv6_subnet: IPv6Network | None = None) -> s
     return key
 
 
+@functools.lru_cache(maxsize=DECODED)
 def parse_subnet_key(name: str) -> tuple[IPv4Network, IPv6Network | None]:
-    """Inverse of subnet_key for the last path component; DecodeError if it is not one."""
+    """Inverse of subnet_key for the last path component; DecodeError if it is not one.
+    Cached, as decode_lease_attrs."""
     match = _KEY_RE.fullmatch(name)
     if match is None:
         raise DecodeError(f"subnet key {name!r} is not of the form a.b.c.d-len")
@@ -108,7 +112,11 @@ def backend_data_json(data: Mapping[str, Any]) -> str:
     return _compact(dict(data))
 
 
+@functools.lru_cache(maxsize=DECODED)
 def decode_lease_attrs(value: bytes | str) -> LeaseAttrs:
+    """A lease's JSON value; DecodeError naming what is wrong. Cached (the result is
+    immutable): start-up lists the leases three times, a re-list after a compaction once
+    more, and the values rarely change."""
     try:
         doc = loads_strict(value)
     except ValueError as exc:

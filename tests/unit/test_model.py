@@ -539,3 +539,25 @@ def test_by_key() -> None:
     a = make_lease("10.5.1.0/24")
     b = Lease(IPv4Network("10.5.2.0/24"), a.attrs, IPv6Network("fc00:0:0:2::/64"))
     assert by_key([a, b]) == {"10.5.1.0-24": a, "10.5.2.0-24&fc00:0:0:2::-64": b}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"PublicIP":"192.0.2.1"}'.encode("utf-16"),  # Go reads UTF-8 only
+        b"\xef\xbb\xbf" + b'{"PublicIP":"192.0.2.1"}',  # a BOM is not JSON to Go
+        b'{"PublicIP":"192.0.2.1","BackendType":"\\ud800"}',  # a lone surrogate, escaped
+        '{"PublicIP":"192.0.2.1","BackendType":"\ud800"}',  # and as it is, in a str
+        b'{"PublicIP":"192.0.2.1","BackendType":"\xff"}',  # not UTF-8
+    ],
+)
+def test_values_go_would_refuse_are_refused(value: bytes | str) -> None:
+    with pytest.raises(DecodeError):
+        decode_lease_attrs(value)
+
+
+def test_non_ascii_and_escapes_that_go_reads_are_read_the_same_each_time() -> None:
+    value = '{"PublicIP":"192.0.2.1","BackendType":"x\\u00e9y","BackendData":{"k":"é"}}'
+    for _ in range(2):  # the second time from the cache: the same answer
+        attrs = decode_lease_attrs(value.encode())
+        assert attrs.backend_type == "xéy" and attrs.backend_data == '{"k":"é"}'
