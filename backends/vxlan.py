@@ -433,11 +433,11 @@ class VXLANBackend:
                 data = self._miss_sock.recv(1 << 16)
             except BlockingIOError:
                 return
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
+            except OSError as exc:  # ENOBUFS: the buffer overflowed, misses were lost
                 self._counters["misses_lost"] += 1
-                continue
+                if exc.errno == errno.ENOBUFS:
+                    continue
+                return
             for miss in parse_misses(data):
                 if miss.ifindex == self._index:
                     self._misses.put_nowait((miss.family, miss.dst, miss.lladdr))
