@@ -199,7 +199,7 @@ class PacketEngine:
                        for packet in self._packets]
         self._staged: list[int] = []  # lengths of the super-packets staged, in slot order
         self._stage_first = self._stage_hl = self._stage_gso = 0
-        self._stage_key: Any = None
+        self._stage_keys: list[Any] = []  # (peer address, socket) of each staged one
         self._stage_shape: Any = None  # what all staged super-packets share
         self._net_buf = bytearray(NET_GROUP + 2 * 65536)  # a group, a batch, its padding
         self._batch = bytearray(SEGMENT_BUFFER)  # the outbox: datagrams for GSO sends
@@ -309,8 +309,9 @@ class PacketEngine:
     def _stage_tso(self, slot: int, n: int, gso_size: int) -> bool:
         """A TCP super-packet of n bytes read into `slot`: the codec decides on its headers
         as if it were its first segment; if it is to be sent, it stays in its slot, staged
-        with the others of the burst that go to the same peer in the same shape (they are
-        cut in one pass). False if the slot is free again (dropped or answered)."""
+        with the others of the burst that have the same shape and outer header (they are
+        cut in one pass, whatever peer or socket each goes to). False if the slot is free
+        again (dropped or answered)."""
         packet = self._packets[slot]
         hl = tso_header_len(packet, n, gso_size)
         if not hl:
@@ -322,28 +323,33 @@ class PacketEngine:
             self._not_sent(action, reason, data, -(-(n - hl) // gso_size))
             return False
         key = (data, self._senders[reason % len(self._senders)])
-        # cut together only what segment_tcp4_many takes together: the same peer and
-        # socket, segment size, outer header and header shape
+        # cut together only what segment_tcp4_many takes together: the same segment size,
+        # outer header and header shape
         shape = (gso_size, bytes(buf[:h]), tso_shape(packet))
         staged = self._staged
-        if staged and (key != self._stage_key or shape != self._stage_shape
+        if staged and (shape != self._stage_shape
                        or (staged[-1] - hl) % gso_size):  # a short last segment ended it
             self._cut_stage()
             staged = self._staged
         if not staged:
-            self._stage_first, self._stage_key, self._stage_shape = slot, key, shape
+            self._stage_first, self._stage_shape = slot, shape
             self._stage_hl, self._stage_gso = hl, gso_size
         staged.append(n)
+        self._stage_keys.append(key)
         return True
 
     def _cut_stage(self) -> None:
         """Cut the staged super-packets into the outbox in one pass; the outbox sends whole
-        GSO batches and keeps the rest for the next cut of the burst."""
+        GSO batches and keeps the rest for the next cut of the burst. A cut whose
+        super-packets go to different sockets (flows spread over source ports) or peers is
+        sent at once, each run of one destination in its own GSO sends."""
         lengths, self._staged = self._staged, []
-        hl, gso_size, key = self._stage_hl, self._stage_gso, self._stage_key
+        keys, self._stage_keys = self._stage_keys, []
+        hl, gso_size, key = self._stage_hl, self._stage_gso, keys[0]
+        mixed = keys.count(key) != len(keys)
         stride = self._headroom + hl + gso_size
         segments = sum(-(-(n - hl) // gso_size) for n in lengths)
-        if key != self._out_key or stride != self._out_size:
+        if mixed or key != self._out_key or stride != self._out_size:
             self._flush()
             self._out_key, self._out_size = key, stride
         if self._out_used + segments * stride > len(self._batch):  # what waits to the front
@@ -361,6 +367,9 @@ class PacketEngine:
         self.tso_segments += cut.count
         self._out_used += cut.used
         self._out_count += cut.count
+        if mixed:
+            self._send_runs(lengths, keys, hl, gso_size)
+            return
         if cut.used < cut.count * stride or not self.gso:  # a short last segment ends it
             self._flush()
             return
@@ -372,6 +381,21 @@ class PacketEngine:
                             key[1])
             self._out_start += sent
             self._out_count -= whole
+
+    def _send_runs(self, lengths: list[int], keys: list[Any], hl: int, gso_size: int) -> None:
+        """Send the whole outbox (one cut of super-packets of these lengths, each to its
+        own key), a run of consecutive super-packets with the same key at a time."""
+        view, stride = memoryview(self._batch), self._out_size
+        start, j = self._out_start, 0
+        while j < len(keys):
+            rows, end = 0, j
+            while end < len(keys) and keys[end] == keys[j]:
+                rows += -(-(lengths[end] - hl) // gso_size)
+                end += 1
+            stop = min(start + rows * stride, self._out_used)  # the last row may be short
+            self._send_rows(view[start:stop], keys[j][0], stride, rows, keys[j][1])
+            start, j = stop, end
+        self._out_key, self._out_start, self._out_used, self._out_count = None, 0, 0, 0
 
     def _queue(self, datagram: memoryview, key: tuple[Any, socket.socket]) -> None:
         """An ordinary datagram into the outbox: it leaves with the others of the burst for

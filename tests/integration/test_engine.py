@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 import pytest
 from scapy.layers.inet import IP, TCP
@@ -209,4 +210,56 @@ async def test_a_burst_of_super_packets_is_cut_together_in_order(rig: Rig) -> No
     assert (counters["tso_packets"], counters["tso_segments"]) == (5, 3 + 3 + 3 + 4 + 2)
     # [first two] | ping | [third, short last] | [fourth] | [fifth: another IP flag bit]
     assert counters["tso_cuts"] == 4
+    assert counters["drop_malformed"] == 0
+
+
+class FlowSpread(UDPCodec):
+    """The udp codec, but each TCP flow's source port picks the socket, as the userspace
+    VXLAN plane spreads flows over source ports."""
+
+    def from_tun(self, buf: bytearray | memoryview, n: int) -> Any:
+        action, reason, data = super().from_tun(buf, n)
+        if action == 0 and n >= 22:  # Action.SEND: the middle slot is the flow hash
+            reason = (buf[20] << 8) | buf[21]
+        return action, reason, data
+
+
+async def test_super_packets_of_flows_on_different_sockets_share_one_cut(rig: Rig) -> None:
+    """Two flows, each on its own socket (source port), interleaved in one burst: all five
+    super-packets are cut in one pass, and each run of one flow leaves in its own GSO send
+    from its own socket, every segment as it would be cut alone, in order."""
+    gso = 1000
+    burst = [super_packet(3000, 1000, 4000), super_packet(3000, 4000, 4000),
+             super_packet(3000, 50, 4001), super_packet(3000, 7000, 4000),
+             super_packet(3000, 3050, 4001)]
+    expected: dict[int, list[bytes]] = {4000: [], 4001: []}
+    for data in burst:
+        rig.kernel.send(VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, 52, gso, 20, 16) + data)
+        out = bytearray(65536)
+        cut = segment_tcp4(memoryview(one_hop(data)), len(data), gso, b"", out)
+        assert cut is not None
+        expected[int.from_bytes(data[20:22], "big")] += [
+            bytes(out[at:min(at + cut.stride, cut.used)]) for at in range(0, cut.used, cut.stride)]
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for sender in senders:
+        sender.bind(("127.0.0.1", 0))
+        sender.setblocking(False)
+    ports = {4000: senders[0].getsockname()[1], 4001: senders[1].getsockname()[1]}
+    codec = FlowSpread(IPv4Network("10.5.1.0/24"), 24, rig.peer.getsockname()[1], 1472)
+    codec.add_peer(IPv4Network("10.5.2.0/24"), IPv4Address("127.0.0.1"))
+    engine = PacketEngine(rig.tun.fileno(), rig.sock, codec, offload=True, senders=senders,
+                          vnet_hdr=True)
+    engine.start()
+    try:
+        received = [await asyncio.to_thread(rig.peer.recvfrom, 65536) for _ in range(15)]
+    finally:
+        engine.stop()
+        for sender in senders:
+            sender.close()
+    by_port: dict[int, list[bytes]] = {}
+    for data, (_, port) in received:
+        by_port.setdefault(port, []).append(data)
+    assert {flow: by_port.get(port) for flow, port in ports.items()} == expected
+    counters = engine.counters()
+    assert (counters["tso_cuts"], counters["tso_packets"], counters["gso_sends"]) == (1, 5, 4)
     assert counters["drop_malformed"] == 0
