@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Final
@@ -233,17 +233,12 @@ def parse_routes(data: bytes, proto: int) -> tuple[list[DumpedRoute], bool]:
     """The main-table IPv4 routes with protocol `proto` in a dump's bytes, and whether the
     dump ended (NLMSG_DONE) in them."""
     routes: list[DumpedRoute] = []
-    at = 0
-    while at + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, _sequence, _port = _NLMSGHDR.unpack_from(data, at)
-        if length < _NLMSGHDR.size or at + length > len(data):
-            break
+    for kind, body, end in _messages(data):
         if kind == NLMSG_DONE:
             return routes, True
-        if kind == RTM_NEWROUTE and length >= _NLMSGHDR.size + _RTMSG.size:
-            body = at + _NLMSGHDR.size
+        if kind == RTM_NEWROUTE and end - body >= _RTMSG.size:
             family, dst_len, _, _, table, protocol, _, _, flags = _RTMSG.unpack_from(data, body)
-            attrs = _attrs(data, body + _RTMSG.size, at + length)
+            attrs = _attrs(data, body + _RTMSG.size, end)
             table = _U32.unpack(attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else table
             if family == socket.AF_INET and protocol == proto and table == MAIN_TABLE:
                 gateway = attrs.get(RTA_GATEWAY)
@@ -252,8 +247,19 @@ def parse_routes(data: bytes, proto: int) -> tuple[list[DumpedRoute], bool]:
                                                    dst_len),
                                           _address(gateway[:4]) if gateway else None,
                                           oif, bool(flags & RTNH_F_ONLINK)))
-        at += (length + 3) & ~3
     return routes, False
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(type, where its body starts, where it ends) of each whole netlink message in
+    `data`, in order; a message that claims more than is there ends the walk."""
+    at = 0
+    while at + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, _sequence, _port = _NLMSGHDR.unpack_from(data, at)
+        if length < _NLMSGHDR.size or at + length > len(data):
+            return
+        yield kind, at + _NLMSGHDR.size, at + length
+        at += (length + 3) & ~3
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -319,22 +325,16 @@ def parse_misses(data: bytes) -> list[Miss]:
     """The RTM_GETNEIGH messages in `data` (others are skipped): family, ifindex, NDA_DST
     as an address string (4 or 16 bytes), NDA_LLADDR as aa:bb:cc:dd:ee:ff."""
     misses: list[Miss] = []
-    at = 0
-    while at + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, _sequence, _port = _NLMSGHDR.unpack_from(data, at)
-        if length < _NLMSGHDR.size or at + length > len(data):
-            break
-        body = at + _NLMSGHDR.size
-        if kind == RTM_GETNEIGH and length >= _NLMSGHDR.size + _NDMSG.size:
+    for kind, body, end in _messages(data):
+        if kind == RTM_GETNEIGH and end - body >= _NDMSG.size:
             family, _, _, ifindex, _, _, _ = _NDMSG.unpack_from(data, body)
-            attrs = _attrs(data, body + _NDMSG.size, at + length)
+            attrs = _attrs(data, body + _NDMSG.size, end)
             raw_dst, raw_mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
             dst = None
             if raw_dst is not None and len(raw_dst) in (4, 16):
                 dst = socket.inet_ntop(socket.AF_INET if len(raw_dst) == 4 else socket.AF_INET6,
                                        raw_dst)
             misses.append(Miss(family, ifindex, dst, raw_mac.hex(":") if raw_mac else None))
-        at += (length + 3) & ~3
     return misses
 
 
