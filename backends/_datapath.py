@@ -348,7 +348,8 @@ class PacketEngine:
         hl, gso_size, key = self._stage_hl, self._stage_gso, keys[0]
         mixed = keys.count(key) != len(keys)
         stride = self._headroom + hl + gso_size
-        segments = sum(-(-(n - hl) // gso_size) for n in lengths)
+        counts = [-(-(n - hl) // gso_size) for n in lengths]  # segments of each
+        segments = sum(counts)
         if mixed or key != self._out_key or stride != self._out_size:
             self._flush()
             self._out_key, self._out_size = key, stride
@@ -368,7 +369,7 @@ class PacketEngine:
         self._out_used += cut.used
         self._out_count += cut.count
         if mixed:
-            self._send_runs(lengths, keys, hl, gso_size)
+            self._send_runs(counts, keys)
             return
         if cut.used < cut.count * stride or not self.gso:  # a short last segment ends it
             self._flush()
@@ -382,15 +383,15 @@ class PacketEngine:
             self._out_start += sent
             self._out_count -= whole
 
-    def _send_runs(self, lengths: list[int], keys: list[Any], hl: int, gso_size: int) -> None:
-        """Send the whole outbox (one cut of super-packets of these lengths, each to its
-        own key), a run of consecutive super-packets with the same key at a time."""
+    def _send_runs(self, counts: list[int], keys: list[Any]) -> None:
+        """Send the whole outbox (one cut of super-packets of counts[j] segments each, each
+        to its own key), a run of consecutive super-packets with the same key at a time."""
         view, stride = memoryview(self._batch), self._out_size
         start, j = self._out_start, 0
         while j < len(keys):
             rows, end = 0, j
             while end < len(keys) and keys[end] == keys[j]:
-                rows += -(-(lengths[end] - hl) // gso_size)
+                rows += counts[end]
                 end += 1
             stop = min(start + rows * stride, self._out_used)  # the last row may be short
             self._send_rows(view[start:stop], keys[j][0], stride, rows, keys[j][1])
