@@ -148,6 +148,7 @@ def _ranges(raw: Mapping[str, Any], v6: bool) -> tuple[IPv4Network | IPv6Network
         raise ConfigError(f"network config: {p}Network {text!r} is not an IPv{family} CIDR") \
             from None
     bits, usual = network.max_prefixlen, 64 if v6 else 24
+    address = type(network.network_address)
     subnet_len = _get_uint(raw, f"{p}SubnetLen")
     if subnet_len > 0:
         if subnet_len > bits - 2:
@@ -173,7 +174,7 @@ def _ranges(raw: Mapping[str, Any], v6: bool) -> tuple[IPv4Network | IPv6Network
             bounds.append(default)
             continue
         try:
-            addr = IPv6Address(given) if v6 else IPv4Address(given)
+            addr = address(given)
         except ValueError:
             raise ConfigError(f"network config: {name} {given!r} is not an IPv{family} address") \
                 from None
@@ -187,7 +188,7 @@ def _ranges(raw: Mapping[str, Any], v6: bool) -> tuple[IPv4Network | IPv6Network
                               f"{p}SubnetLen /{subnet_len} boundary")
         bounds.append(int(addr))
     if bounds[0] > bounds[1]:
-        low, high = (IPv6Address(b) if v6 else IPv4Address(b) for b in bounds)
+        low, high = (address(b) for b in bounds)
         raise ConfigError(f"network config: {p}SubnetMin {low} is above {p}SubnetMax {high}")
     return network, subnet_len, bounds[0], bounds[1]
 
