@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,11 +50,16 @@ def ns() -> Iterator[str]:
         sh("ip", "netns", "del", name)
 
 
+def run_in(ns: str, script: str, *args: str) -> Any:
+    """Run a Python script inside the namespace; the JSON it prints."""
+    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", script, *args],
+                          cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(done.stdout)
+
+
 def program(ns: str, requests: str) -> tuple[list[str], int]:
     """Run backends._bulk.program on `requests` (Python source) inside the namespace."""
-    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", PROGRAM, requests],
-                          cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
-    failed, gone = json.loads(done.stdout)
+    failed, gone = run_in(ns, PROGRAM, requests)
     return failed, gone
 
 
@@ -128,8 +134,6 @@ def test_the_miss_socket_sees_the_kernels_misses_and_nothing_else(ns: str) -> No
     sh("ip", "-n", ns, "route", "add", "10.9.8.0/24", "dev", "vx0")
     # as the vxlan backend sets it: neighbour resolution on vx0 asks userspace
     sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.neigh.vx0.app_solicit=3")
-    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", MISSES], cwd=ROOT,
-                          capture_output=True, text=True, check=True, timeout=60)
-    types, misses = json.loads(done.stdout)
+    types, misses = run_in(ns, MISSES)
     assert types and set(types) == {30}, types  # RTM_GETNEIGH only
     assert [socket.AF_INET, "10.9.8.8", None] in misses, misses
