@@ -235,6 +235,34 @@ def test_check_ipv4_rejects_malformed_headers(case: str, packet: bytearray) -> N
         check_ipv4(packet, len(packet))
 
 
+def test_check_ipv4_checksum_verdict_is_rfc_1071s_on_random_headers() -> None:
+    """check_ipv4 reads the header as one integer modulo 0xFFFF; RFC 1071's word sum (our
+    `checksum`, itself checked against scapy) must give the same verdict, also for the two
+    encodings of a zero sum (0x0000 and 0xFFFF in the checksum field)."""
+    rng = random.Random(SEED + 3)
+    seen = {True: 0, False: 0}
+    for round_ in range(4000):
+        ihl = rng.choice((5, 5, 5, 6, 15))
+        header = bytearray(rng.randbytes(ihl * 4))
+        header[0], header[2:4] = 0x40 | ihl, struct.pack("!H", ihl * 4)
+        if round_ % 4 == 1:  # a correct checksum
+            header[10:12] = b"\0\0"
+            header[10:12] = struct.pack("!H", checksum(header))
+        elif round_ % 4 == 3:  # the ID chosen so that the checksum is zero, in either encoding
+            header[4:6] = header[10:12] = b"\0\0"
+            header[4:6] = struct.pack("!H", checksum(header))
+            header[10:12] = rng.choice((b"\0\0", b"\xff\xff"))
+        intact = checksum(header) == 0
+        seen[intact] += 1
+        try:
+            check_ipv4(header, len(header))
+        except DecodeError:
+            assert not intact, header.hex()
+        else:
+            assert intact, header.hex()
+    assert min(seen.values()) > 1000
+
+
 def test_check_ipv4_garbage_gives_only_decode_error_or_a_length() -> None:
     rng = random.Random(SEED + 2)
     for _ in range(3000):
