@@ -10,6 +10,8 @@ Paths (container to container unless noted, MTU 1500 underlay):
   udp            flanneld, udp backend (TUN TSO + UDP GSO/GRO, cut and joined in userspace)
   udp-plain      the same with "Offload": false
   socat          `socat TUN<->UDP` carrying flannel's udp format (one packet per syscall)
+  python-minimal the same job in the fewest lines of Python (benchmarks/minimal_forwarder.py:
+                 uvloop, one packet per syscall, no checks): what Python costs on this machine
 
 For each: iperf3 TCP with 1 and 4 streams, UDP packets per second at 64-byte payloads
 (iperf3 -u -l 64 -b 0, counted at the receiver), ping RTT, and CPU per Gbit/s (all cores of
@@ -169,32 +171,48 @@ def has_link(lab: Lab, host: Host, name: str) -> bool:
 
 
 @contextlib.contextmanager
-def socat(lab: Lab, a: Host, b: Host) -> Iterator[None]:
-    """socat TUN<->UDP per host: flannel's udp wire format, one packet per syscall."""
+def forwarders(lab: Lab, a: Host, b: Host, name: str,
+               command: Callable[[Host, Host, IPv4Network], list[str]]) -> Iterator[None]:
+    """A userspace TUN<->UDP forwarder per host, each with its own TUN device `name`
+    carrying the host's subnet as flannel0 does (<subnet>.0 on the whole network)."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for me, peer, subnet in ((a, b, SUBNETS[0]), (b, a, SUBNETS[1])):
-            tun = f"{subnet.network_address}/16"
-            with (me.workdir / "socat.log").open("wb") as log:
-                procs.append(subprocess.Popen(
-                    ["ip", "netns", "exec", me.ns, "socat", "-b", "65536",
-                     f"UDP-DATAGRAM:{peer.ip}:8285,bind={me.ip}:8285",
-                     f"TUN:{tun},tun-name=socat0,iff-no-pi,iff-up"],
-                    stdout=log, stderr=log))
-        for me, proc in zip((a, b), procs, strict=True):
+            with (me.workdir / f"{name}.log").open("wb") as log:
+                procs.append(subprocess.Popen(["ip", "netns", "exec", me.ns,
+                                               *command(me, peer, subnet)],
+                                              stdout=log, stderr=log, cwd=RESULTS.parents[1]))
+        for me, proc, subnet in zip((a, b), procs, SUBNETS, strict=True):
             def up(me: Host = me, proc: subprocess.Popen[bytes] = proc) -> bool:
                 if proc.poll() is not None:
-                    raise LabError(f"socat exited: {(me.workdir / 'socat.log').read_text()}")
-                return has_link(lab, me, "socat0")
+                    raise LabError(f"{name} exited: {(me.workdir / f'{name}.log').read_text()}")
+                return has_link(lab, me, name)
 
-            wait_for("socat0", up, timeout=10)
-            lab.exec(me.ns, "ip", "link", "set", "socat0", "mtu", "1472")
+            wait_for(name, up, timeout=10)
+            address = f"{subnet.network_address}/{NETWORK.prefixlen}"
+            if address not in lab.exec(me.ns, "ip", "-br", "addr", "show", name).stdout:
+                lab.exec(me.ns, "ip", "addr", "add", address, "dev", name)
+            lab.exec(me.ns, "ip", "link", "set", name, "mtu", "1472", "up")
             set_mtu(lab, me, 1472)
         yield
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
             proc.wait(5)
+
+
+def socat(lab: Lab, a: Host, b: Host) -> contextlib.AbstractContextManager[None]:
+    """socat TUN<->UDP per host: flannel's udp wire format, one packet per syscall, in C."""
+    return forwarders(lab, a, b, "socat0", lambda me, peer, subnet: [
+        "socat", "-b", "65536", f"UDP-DATAGRAM:{peer.ip}:8285,bind={me.ip}:8285",
+        f"TUN:{subnet.network_address}/{NETWORK.prefixlen},tun-name=socat0,iff-no-pi,iff-up"])
+
+
+def python_minimal(lab: Lab, a: Host, b: Host) -> contextlib.AbstractContextManager[None]:
+    """benchmarks/minimal_forwarder.py per host: the same job in the fewest lines of Python."""
+    return forwarders(lab, a, b, "pymin0", lambda me, peer, subnet: [
+        sys.executable, "-m", "benchmarks.minimal_forwarder", "--tun", "pymin0",
+        "--local", me.ip, "--peer", peer.ip])
 
 
 COLUMNS = ("path", "1 stream", "4 streams", "x kernel VXLAN", "64 B UDP", "RTT",
@@ -266,6 +284,7 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
         "vxlan-userspace-plain": lambda lab, a, b: flanneld(
             lab, a, b, "vxlan", 1450, Dataplane="userspace", Offload=False),
         "socat": socat,
+        "python-minimal": python_minimal,
     }
     with lab.running():
         a, b = lab.hosts
@@ -303,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5, help="iperf3 duration per run")
     parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,vxlan,vxlan-userspace,"
-                                           "vxlan-userspace-plain,udp,udp-plain,socat")
+                                           "vxlan-userspace-plain,udp,udp-plain,socat,"
+                                           "python-minimal")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path (medians)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)
