@@ -248,12 +248,19 @@ class IPTables:
         if result.returncode != 0:
             raise self._error("iptables-restore", result)
 
-    def _chains(self, table: str) -> set[str]:
+    def _save(self, table: str) -> tuple[set[str], set[str]]:
+        """The chains of `table` and its rules as iptables-save prints them (`-A ...`)."""
         result = self._run(self.iptables_save, "-t", table)
         if result.returncode != 0:
             raise self._error(f"iptables-save -t {table}", result)
-        return {line[1:].split()[0] for line in result.stdout.splitlines()
-                if line.startswith(":") and len(line) > 1}
+        chains: set[str] = set()
+        lines: set[str] = set()
+        for line in result.stdout.splitlines():
+            if line.startswith(":") and len(line) > 1:
+                chains.add(line[1:].split()[0])
+            elif line.startswith("-A "):
+                lines.add(line)
+        return chains, lines
 
     def _exists(self, rule: Rule) -> bool:
         result = self._run(self.iptables, "-w", "-t", rule.table, "-C", rule.chain, *rule.args)
@@ -272,14 +279,17 @@ class IPTables:
         raise self._error(what, result)
 
     def missing(self, rules: Sequence[Rule]) -> list[Rule]:
-        """The rules that are not there (`iptables -C`), in order. A rule in or jumping to a
-        flannel chain that does not exist is missing without asking."""
-        chains = {table: self._chains(table) for table, _ in own_chains(rules)}
+        """The rules that are not there, in order, from one iptables-save per table: a rule
+        printed there as format_rule() prints it is there; a rule in or jumping to a flannel
+        chain that does not exist is missing; any other is asked about with `iptables -C`
+        (another iptables version may spell a rule differently). Unchanged rules cost two
+        processes per resync instead of one per rule."""
+        saved = {table: self._save(table) for table in dict.fromkeys(r.table for r in rules)}
         gone: list[Rule] = []
         for rule in rules:
-            absent = [c for c in (rule.chain, rule.target)
-                      if is_own_chain(c) and c not in chains.get(rule.table, set())]
-            if absent or not self._exists(rule):
+            chains, lines = saved[rule.table]
+            no_chain = any(is_own_chain(c) and c not in chains for c in (rule.chain, rule.target))
+            if no_chain or (format_rule(rule) not in lines and not self._exists(rule)):
                 gone.append(rule)
         return gone
 

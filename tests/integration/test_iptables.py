@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Network
+from pathlib import Path
 from typing import Final
 
 import pytest
@@ -123,6 +124,40 @@ def test_remove_deletes_the_rules_and_ignores_gone_ones(netns: str) -> None:
     ipt.remove(rules)  # all gone already: no error
 
 
+def test_missing_reads_iptables_save_once_per_table_and_asks_only_what_it_lacks(
+        netns: str, tmp_path: Path) -> None:
+    """The resync check: one iptables-save per table and no `iptables -C` while the rules
+    are there as iptables-save prints them; a rule spelled otherwise (`--source` for `-s`)
+    is asked about, and found."""
+    log = tmp_path / "calls"
+    wrappers = {}
+    for tool in ("iptables", "iptables-save"):
+        wrapper = tmp_path / tool
+        wrapper.write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexec {tool} "$@"\n')
+        wrapper.chmod(0o755)
+        wrappers[tool] = str(wrapper)
+    ipt = IPTables(prefix=in_ns(netns), iptables=wrappers["iptables"],
+                   iptables_save=wrappers["iptables-save"])
+    rules = all_rules(SUBNET, ipt.supports_random_fully())
+    ipt.install(rules)
+
+    log.write_text("")
+    assert ipt.missing(rules) == []
+    assert log.read_text().splitlines() == ["iptables-save -t nat", "iptables-save -t filter"]
+
+    log.write_text("")
+    net = str(NETWORK)
+    respelled = Rule("filter", "FLANNEL-FWD",
+                     ("--source", net, "-m", "comment", "--comment", "flanneld forward",
+                      "-j", "ACCEPT"))
+    absent = Rule("filter", "FLANNEL-FWD", ("-s", "10.6.0.0/16", "-j", "ACCEPT"))
+    assert ipt.missing([*rules, respelled, absent]) == [absent]
+    calls = log.read_text().splitlines()
+    assert [call.split(" -C ")[0] for call in calls if " -C " in call] == \
+        ["iptables -w -t filter"] * 2
+    assert calls.count("iptables-save -t nat") == calls.count("iptables-save -t filter") == 1
+
+
 def test_iptables_errors_are_one_line_backend_errors(netns: str) -> None:
     ipt = IPTables(prefix=in_ns(netns))
     with pytest.raises(BackendError, match=r"^iptables-restore failed \(exit \d+\): ") as info:
@@ -136,8 +171,10 @@ def test_missing_iptables_binary_is_unavailable(netns: str) -> None:
     ipt = IPTables(prefix=in_ns(netns), iptables="/nonexistent/iptables")
     assert ipt.available() is False
     assert ipt.supports_random_fully() is False
+    assert ipt.missing(rules) == []  # iptables-save shows every one of them
+    other = Rule("filter", "FLANNEL-FWD", ("-s", "10.6.0.0/16", "-j", "ACCEPT"))
     with pytest.raises(BackendError, match="/nonexistent/iptables") as info:
-        ipt.missing(rules)  # the chain exists, so this has to ask `iptables -C`
+        ipt.missing([other])  # not shown, but its chain exists: this has to ask `iptables -C`
     assert "\n" not in str(info.value)
 
     restore_gone = IPTables(prefix=in_ns(netns), iptables_restore="/nonexistent/restore")
