@@ -27,11 +27,17 @@ from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.manager import LeaseManager, LeaseSettings
 
 from .cli import Options
-from .errors import BackendError, DecodeError, FlannelError
+from .errors import BackendError, ConfigError, DecodeError, FlannelError
 from .health import HealthServer, HealthState
 from .iface import pick_interface
 from .iptables import IPTables, Rule, forward_rules, keep_rules, masq_rules
-from .subnet_env import format_subnet_env, parse_subnet_env, previous_subnet, write_atomic
+from .subnet_env import (
+    check_writable,
+    format_subnet_env,
+    parse_subnet_env,
+    previous_subnet,
+    write_atomic,
+)
 from .systemd import Notifier
 
 log = logging.getLogger("flanneld")
@@ -110,7 +116,16 @@ async def traffic_rules(
     return ipt, rules
 
 
+def _cannot_write(path: str, exc: OSError) -> ConfigError:
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != path else ""
+    return ConfigError(f"-subnet-file {path}: cannot write it: {exc.strerror or exc}{where}")
+
+
 async def serve(options: Options) -> None:
+    try:  # before anything is leased or programmed, not after
+        check_writable(options.subnet_file)
+    except OSError as exc:
+        raise _cannot_write(options.subnet_file, exc) from None
     iface = await pick_interface(options.iface, options.iface_regex, options.iface_can_reach,
                                  options.public_ip)
     log.info("using interface name=%s address=%s public_ip=%s mtu=%d",
@@ -141,8 +156,11 @@ async def serve(options: Options) -> None:
         previous = await manager.previous_attrs(config)
         lease = await manager.acquire(config, await backend.lease_attrs(previous))
         await backend.start(lease)
-        write_atomic(options.subnet_file, format_subnet_env(
-            config.network, lease.subnet, backend.mtu, options.ip_masq))
+        try:
+            write_atomic(options.subnet_file, format_subnet_env(
+                config.network, lease.subnet, backend.mtu, options.ip_masq))
+        except OSError as exc:
+            raise _cannot_write(options.subnet_file, exc) from None
         started: Backend = backend
 
         def counters() -> dict[str, Any]:

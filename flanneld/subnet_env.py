@@ -1,11 +1,13 @@
 """subnet.env: flannel's hand-off file to Docker and friends (FLANNEL.md §2).
 
 format/parse are pure; write_atomic is the one effect (temp file + rename, mode 0644), so a
-reader never sees half a file.
+reader never sees half a file; check_writable tries the same steps at start, before a lease
+is taken.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Mapping
@@ -90,3 +92,19 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """OSError unless write_atomic could write `path`: its directory is created if missing
+    (as write_atomic does), and a temporary file is made there and removed."""
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # what mkdir says when the directory is a file
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
+                                 str(target.parent)) from None
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    os.unlink(tmp)

@@ -296,6 +296,23 @@ def test_previous_subnet_from_subnet_env_is_preferred(lab: Lab) -> None:
     assert start(lab, host) == IPv4Network("10.5.222.0/24")
 
 
+def test_an_unwritable_subnet_file_is_one_line_before_any_lease(lab: Lab) -> None:
+    """-subnet-file under a regular file: refused at start with one line and exit 1, before
+    a lease is taken or a route changed."""
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    blocker = host.workdir / "not-a-directory"
+    blocker.write_text("")
+    lab.start_daemon(host, f"-subnet-file={blocker / 'subnet.env'}")
+    assert host.daemon is not None
+    assert host.daemon.wait(30) == 1
+    log = host.log_file.read_text()
+    assert "Traceback" not in log
+    errors = [line for line in log.splitlines() if " E " in line]
+    assert len(errors) == 1 and "-subnet-file" in errors[0] and str(blocker) in errors[0], log
+    assert lab.leases() == {}
+
+
 def test_a_conflicting_route_is_replaced(lab: Lab) -> None:
     lab.put_config(HOST_GW)
     host = lab.add_host()

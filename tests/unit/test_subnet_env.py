@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from flanneld.errors import DecodeError
 from flanneld.subnet_env import (
+    check_writable,
     format_subnet_env,
     parse_subnet_env,
     previous_ipv6_subnet,
@@ -370,3 +371,24 @@ def test_failed_write_leaves_no_temp_files(tmp_path: Path) -> None:
         write_atomic(target, FLANNEL_MD_EXAMPLE)
     assert sorted(os.listdir(tmp_path)) == ["subnet.env"]
     assert target.is_dir()
+
+
+def test_check_writable_creates_the_directory_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "run" / "flannel" / "subnet.env"
+    check_writable(target)
+    assert target.parent.is_dir()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_check_writable_refuses_a_file_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "run").write_text("")
+    with pytest.raises(NotADirectoryError) as info:
+        check_writable(tmp_path / "run" / "subnet.env")
+    assert info.value.filename == str(tmp_path / "run")
+    with pytest.raises(NotADirectoryError):
+        check_writable(tmp_path / "run" / "flannel" / "subnet.env")
+
+
+def test_check_writable_refuses_a_directory_as_the_file(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError):
+        check_writable(tmp_path)
