@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .errors import ConfigError
 from .metrics import CONTENT_TYPE, render
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,13 @@ class HealthServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        """Listen; ConfigError (one line) if the address is taken or not ours."""
+        try:
+            self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(f"-healthz-port {self._port}: cannot listen on "
+                              f"{self._host}:{self._port}: {reason}") from None
         log.info("healthz listening address=%s port=%d", self._host, self._port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -313,6 +313,31 @@ def test_an_unwritable_subnet_file_is_one_line_before_any_lease(lab: Lab) -> Non
     assert lab.leases() == {}
 
 
+def test_a_healthz_port_in_use_is_one_line_before_any_lease(lab: Lab) -> None:
+    lab.put_config(HOST_GW)
+    host = lab.add_host()
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", host.ns, sys.executable, "-c",
+         "import socket, sys, time\n"
+         "s = socket.socket(); s.bind(('0.0.0.0', 8471)); s.listen()\n"
+         "print('listening', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "listening\n"
+        lab.start_daemon(host, "-healthz-port=8471")
+        assert host.daemon is not None
+        assert host.daemon.wait(30) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    log = host.log_file.read_text()
+    assert "Traceback" not in log
+    errors = [line for line in log.splitlines() if " E " in line]
+    assert len(errors) == 1 and "-healthz-port 8471" in errors[0] \
+        and "Address already in use" in errors[0], log
+    assert lab.leases() == {}
+
+
 def test_a_conflicting_route_is_replaced(lab: Lab) -> None:
     lab.put_config(HOST_GW)
     host = lab.add_host()
