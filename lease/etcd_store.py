@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, ip_address
@@ -68,7 +70,10 @@ def parse_endpoints(endpoints: Sequence[str]) -> tuple[list[str], str]:
     targets: list[str] = []
     first_host = ""
     for url in endpoints:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+        except ValueError as exc:  # e.g. an unclosed [IPv6 literal
+            raise ConfigError(f"-etcd-endpoints: {url!r} is not a URL: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"-etcd-endpoints: {url!r} is not an http(s)://host:port URL")
         try:
@@ -96,6 +101,30 @@ def _read(path: str, flag: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+
+
+def _check_pem(ca: str, certfile: str, keyfile: str) -> None:
+    """ConfigError unless `ca` holds a PEM certificate and certfile/keyfile (if given) a PEM
+    certificate and its (unencrypted) key: gRPC would only say so on stderr, at each try."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=ca)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"-etcd-cafile: {ca} holds no PEM certificate ({_reason(exc)})") \
+            from None
+    if certfile:
+        try:
+            context.load_cert_chain(certfile, keyfile, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"-etcd-certfile/-etcd-keyfile: {certfile} and {keyfile} are not "
+                              f"a PEM certificate and its unencrypted key ({_reason(exc)})") \
+                from None
+
+
+def _reason(exc: Exception) -> str:
+    """OpenSSL's words without its tags: `[X509: NO_...] no certificate found (_ssl.c:1)`."""
+    text = str(exc.args[-1] if exc.args else exc)
+    return re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", text) or type(exc).__name__
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:
@@ -147,6 +176,7 @@ class EtcdLeaseStore:
             if settings.certfile:
                 tls["cert_chain"] = _read(settings.certfile, "-etcd-certfile")
                 tls["cert_key"] = _read(settings.keyfile, "-etcd-keyfile")
+            _check_pem(ca, settings.certfile, settings.keyfile)
             tls["tls_server_name"] = host
         manager = ConnectionManager(targets)
         # gRPC's own reconnect back-off grows to 120 s: after a long etcd outage the channel

@@ -113,3 +113,27 @@ def test_unreadable_or_half_client_credentials_are_config_errors(tmp_path: Path)
     (tmp_path / "ca.pem").write_text("x")
     with pytest.raises(ConfigError, match="must be given together"):
         EtcdLeaseStore(EtcdSettings(cafile=str(tmp_path / "ca.pem"), certfile="c.pem"))
+
+
+async def test_credentials_that_are_not_pem_certificates_are_config_errors(
+        tmp_path: Path) -> None:
+    """Caught at start with one line; gRPC would only complain on stderr at every try."""
+    make_pki(tmp_path)
+    ca, garbage = str(tmp_path / "ca.pem"), tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"^-etcd-cafile: .*garbage.pem holds no PEM"):
+        EtcdLeaseStore(EtcdSettings(cafile=str(garbage)))
+    with pytest.raises(ConfigError, match=r"^-etcd-certfile/-etcd-keyfile: .* not a PEM"):
+        EtcdLeaseStore(EtcdSettings(cafile=ca, certfile=str(garbage),
+                                    keyfile=str(tmp_path / "client.key")))
+    with pytest.raises(ConfigError, match=r"KEY_VALUES_MISMATCH|key values mismatch"):
+        EtcdLeaseStore(EtcdSettings(cafile=ca, certfile=str(tmp_path / "client.pem"),
+                                    keyfile=str(tmp_path / "server.key")))
+    openssl("rsa", "-in", "client.key", "-aes128", "-passout", "pass:secret", "-out",
+            "locked.key", cwd=tmp_path)
+    with pytest.raises(ConfigError, match="unencrypted key"):
+        EtcdLeaseStore(EtcdSettings(cafile=ca, certfile=str(tmp_path / "client.pem"),
+                                    keyfile=str(tmp_path / "locked.key")))
+    good = EtcdLeaseStore(EtcdSettings(cafile=ca, certfile=str(tmp_path / "client.pem"),
+                                       keyfile=str(tmp_path / "client.key")))
+    await good.close()
