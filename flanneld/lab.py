@@ -31,7 +31,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from flanneld.errors import ConfigError
 from flanneld.tables import format_table
+from lease.config import parse_network_config
 
 UNDERLAY: Final = IPv4Network("192.0.2.0/24")
 ROUTED: Final = IPv4Network("198.51.100.0/24")  # a second underlay, behind a router
@@ -464,6 +466,20 @@ def _network_config(backend: str, network: str, dataplane: str | None = None) ->
     return {"Network": network, "Backend": {"Type": backend, **options}}
 
 
+def _network_problem(network: str, hosts: int) -> str:
+    """Why `network` cannot carry a lab of `hosts` ("" if it can): what the daemons would
+    refuse in etcd, too few subnets, or an overlap with the lab's underlays."""
+    try:
+        config = parse_network_config(json.dumps({"Network": network}))
+    except ConfigError as exc:
+        return str(exc).removeprefix("network config: ")
+    room = (int(config.subnet_max) - int(config.subnet_min)) // config.subnet_size + 1
+    if room < hosts:
+        return f"room for {room} subnets of /{config.subnet_len}, not {hosts}"
+    clash = next((net for net in (UNDERLAY, ROUTED) if net.overlaps(config.network)), None)
+    return f"overlaps the lab's underlay {clash}" if clash else ""
+
+
 def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: bool,
             keep: bool, dataplane: str | None = None) -> int:
     if os.geteuid() != 0:
@@ -570,6 +586,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--hosts must be between 2 and 50")
     if args.dataplane and args.backend != "vxlan":
         parser.error("--dataplane goes with --backend vxlan")
+    if not 1 <= args.seconds <= 600:  # loads on this machine are bounded in time
+        parser.error("--seconds must be between 1 and 600")
+    problem = _network_problem(args.network, args.hosts)
+    if problem:
+        parser.error(f"--network {args.network}: {problem}")
     sys.exit(run_lab(args.hosts, args.backend, args.network, args.seconds, args.json, args.keep,
                      args.dataplane))
 
