@@ -330,11 +330,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     known = parser.get_default("paths").split(",")
     unknown = [p for p in paths if p not in known]
+    if not 1 <= args.seconds <= 120 or not 1 <= args.repeat <= 20:  # loads stay bounded
+        parser.error("--seconds must be between 1 and 120 and --repeat between 1 and 20")
     if unknown or not paths:
         parser.error(f"unknown path {', '.join(unknown)}; known: {', '.join(known)}"
                      if unknown else "no path to measure")
 
-    sys.exit(guarded(lambda: run(args.seconds, paths, args.json, max(1, args.repeat))))
+    sys.exit(guarded(lambda: run(args.seconds, paths, args.json, args.repeat)))
 
 
 if __name__ == "__main__":
