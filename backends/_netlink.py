@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +27,31 @@ from ._bulk import dump_routes
 log = logging.getLogger(__name__)
 RTPROT_FLANNEL: Final = 70  # shown as "proto 70" by `ip route`
 MAIN_TABLE: Final = 254
+DEVICE_CHECK_S: Final = 1.0  # how soon a deleted or replaced device of ours is noticed
 T = TypeVar("T")
+
+
+def device_lost(name: str, index: int) -> BackendError | None:
+    """None while `name` is still the device `index` we made; else what to end with. One
+    ioctl in our network namespace (no netlink, no process)."""
+    try:
+        now = socket.if_nametoindex(name)
+    except OSError:
+        now = 0
+    if now == index:
+        return None
+    what = "was deleted" if not now else f"was replaced (ifindex {index}, now {now})"
+    return BackendError(f"{name} {what}: exiting, so that flanneld starts over and makes it "
+                        f"again (systemd restarts it; the lease is kept)")
+
+
+async def watch_device(name: str, index: int, period_s: float = DEVICE_CHECK_S) -> None:
+    """Never returns; raises BackendError once the device is gone or replaced."""
+    while True:
+        await asyncio.sleep(period_s)
+        lost = device_lost(name, index)
+        if lost is not None:
+            raise lost
 
 
 async def collect(result: Any) -> list[Any]:

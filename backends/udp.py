@@ -9,7 +9,6 @@ that reaches port 8285), and a TTL that runs out gets an ICMP Time Exceeded.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,7 @@ from ._datapath import (
     Verdict,
     open_udp_socket,
 )
-from ._netlink import RTPROT_FLANNEL, Netlink
+from ._netlink import RTPROT_FLANNEL, Netlink, watch_device
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +214,9 @@ class UDPBackend:
                             lease.subnet, self.codec.subnet_len)
 
     async def run(self) -> None:
-        await asyncio.Event().wait()  # the engine runs from reader callbacks
+        """The engine runs from reader callbacks; this only ends if flannel0 goes away."""
+        assert self._tun is not None
+        await watch_device(self._tun.name, self._tun.index)
 
     def counters(self) -> Mapping[str, int]:
         counts: dict[str, Any] = dict(self._engine.counters()) if self._engine else {}

@@ -82,7 +82,14 @@ from ._datapath import (
     Verdict,
     open_udp_socket,
 )
-from ._netlink import RTPROT_FLANNEL, Netlink, collect
+from ._netlink import (
+    DEVICE_CHECK_S,
+    RTPROT_FLANNEL,
+    Netlink,
+    collect,
+    device_lost,
+    watch_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -711,23 +718,35 @@ class VXLANBackend:
     # -- running -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Answer misses and age lazy entries out; ends (BackendError) only if our device
+        goes away. The userspace engine runs from reader callbacks."""
         if self.dataplane == "userspace":
-            await asyncio.Event().wait()  # the engine runs from reader callbacks
+            assert self._tun is not None
+            await watch_device(self._tun.name, self._tun.index)
         period_s = min(RESYNC_S, self.config.idle_timeout_s / 2)
         next_sweep = time.monotonic() + period_s
-        while True:
-            try:
-                async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
-                    family, dst, lladdr = await self._misses.get()
-                try:
-                    await self._answer(family, dst, lladdr)
-                except NetlinkError as exc:
-                    self._counters["program_errors"] += 1
-                    log.debug("vxlan: answering a miss: %s", exc)
-            except TimeoutError:
-                next_sweep = time.monotonic() + period_s
+        next_check = time.monotonic() + DEVICE_CHECK_S
+        while True:  # the checks come first, so that a flood of misses cannot hold them off
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + DEVICE_CHECK_S
+                lost = device_lost(self.config.device, self._index)
+                if lost is not None:
+                    raise lost
+            if now >= next_sweep:
+                next_sweep = now + period_s
                 if self.config.programming == "lazy":
                     await self._age_out()
+            try:
+                async with asyncio.timeout(max(0.0, min(next_sweep, next_check) - now)):
+                    family, dst, lladdr = await self._misses.get()
+            except TimeoutError:
+                continue
+            try:
+                await self._answer(family, dst, lladdr)
+            except NetlinkError as exc:
+                self._counters["program_errors"] += 1
+                log.debug("vxlan: answering a miss: %s", exc)
 
     def counters(self) -> Mapping[str, int]:
         counts: dict[str, Any] = dict(self._counters)

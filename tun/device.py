@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -37,6 +38,8 @@ class TunDevice:
     fd: int
     _handle: Any
     vnet_hdr: bool = False  # reads and writes carry a virtio-net header (offloads on)
+    index: int = 0  # the kernel's ifindex of the device we opened
+
 
     @classmethod
     def open(cls, name: str, offload: bool = False) -> TunDevice:
@@ -58,8 +61,8 @@ class TunDevice:
                 handle.close()
                 return cls.open(name)
         os.set_blocking(fd, False)
-        return cls(handle.name if isinstance(handle.name, str) else handle.name.decode(), fd,
-                   handle, offload)
+        name = handle.name if isinstance(handle.name, str) else handle.name.decode()
+        return cls(name, fd, handle, offload, socket.if_nametoindex(name))
 
     def close(self) -> None:
         self._handle.close()

@@ -469,3 +469,39 @@ def test_a_ping_across_a_restart_loses_at_most_two_packets(lab: Lab, backend: st
     summary = next(line for line in out.splitlines() if "received" in line)
     sent, received = (int(summary.split(",")[i].split()[0]) for i in (0, 1))
     assert sent - received <= 2, summary
+
+
+@pytest.mark.parametrize(("backend", "device"), [
+    ("udp", "flannel0"), ("vxlan", "flannel.1"), ("vxlan-userspace", "flannel.1")])
+def test_a_deleted_device_ends_the_daemon_with_one_line_and_a_restart_heals(
+        lab: Lab, backend: str, device: str) -> None:
+    """Somebody deletes our device: the daemon says so in one line and exits 1 within
+    seconds (systemd's Restart=on-failure starts it over), keeping its lease; started again
+    it makes the device again and carries traffic."""
+    config: dict[str, object] = {"Type": backend.removesuffix("-userspace")}
+    if backend == "vxlan-userspace":
+        config["Dataplane"] = "userspace"
+    lab.put_config({"Network": "10.5.0.0/16", "Backend": config})
+    a, b = lab.add_host(), lab.add_host()
+    for host in (a, b):
+        start(lab, host)
+        lab.add_container(host)
+    lease = f"{a.subnet.network_address}-24"
+    assert lease in lab.leases()
+
+    lab.exec(a.ns, "ip", "link", "del", device)
+    assert a.daemon is not None
+    started = time.monotonic()
+    assert a.daemon.wait(15) == 1
+    assert time.monotonic() - started < 5
+    log = a.log_file.read_text()
+    assert "Traceback" not in log
+    errors = [line for line in log.splitlines() if " E " in line]
+    assert len(errors) == 1 and f"{device} was deleted" in errors[0], log
+    assert lease in lab.leases()  # kept, as on SIGTERM
+
+    subnet = a.subnet
+    assert start(lab, a) == subnet
+    wait_for("c1 -> c2 again", lambda: lab.exec(a.container_ns, "ping", "-c", "1", "-W", "1",
+                                                b.container_ip, check=False).returncode == 0,
+             timeout=15)
