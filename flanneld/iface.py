@@ -114,7 +114,10 @@ async def _pick(
     if not link.addresses:
         raise ConfigError(f"interface {link.name} has no IPv4 address")
     address = address or link.addresses[0]
+    public = IPv4Address(public_ip) if public_ip else address
+    if public.is_loopback or public.is_unspecified or public.is_multicast:
+        source = "-public-ip" if public_ip else f"interface {link.name}'s address"
+        raise ConfigError(f"{source} {public} is not an address peers can reach; "
+                          "choose another interface with -iface, or give -public-ip")
     return ExternalInterface(
-        name=link.name, index=link.index, address=address,
-        public_ip=IPv4Address(public_ip) if public_ip else address, mtu=link.mtu,
-    )
+        name=link.name, index=link.index, address=address, public_ip=public, mtu=link.mtu)

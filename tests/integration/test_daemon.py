@@ -270,6 +270,13 @@ def test_interface_selection(lab: Lab) -> None:
     lab.start_daemon(host, "-iface=missing0", "-iface-regex=^nothing", iface="nope0")
     assert host.daemon is not None and host.daemon.wait(30) == 1
     assert "-iface: none of nope0, missing0 exists" in host.log_file.read_text()
+    lab.start_daemon(host, iface="lo")  # 127.0.0.1 would send every peer to itself
+    assert host.daemon is not None and host.daemon.wait(30) == 1
+    assert "interface lo's address 127.0.0.1 is not an address peers can reach" \
+        in host.log_file.read_text()
+    lab.start_daemon(host, "-public-ip=0.0.0.0")
+    assert host.daemon is not None and host.daemon.wait(30) == 1
+    assert "-public-ip 0.0.0.0 is not an address peers can reach" in host.log_file.read_text()
     lab.start_daemon(host, "-iface-regex=^eth", iface=None)
     lab.wait_ready(host)
     lab.stop_daemon(host)
