@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from flanneld.errors import ConfigError
 from flanneld.tables import format_table
+from lease.allocation import free_subnets
 from lease.config import parse_network_config
 
 UNDERLAY: Final = IPv4Network("192.0.2.0/24")
@@ -473,7 +474,7 @@ def _network_problem(network: str, hosts: int) -> str:
         config = parse_network_config(json.dumps({"Network": network}))
     except ConfigError as exc:
         return str(exc).removeprefix("network config: ")
-    room = (int(config.subnet_max) - int(config.subnet_min)) // config.subnet_size + 1
+    room = len(free_subnets(config, (), limit=hosts))
     if room < hosts:
         return f"room for {room} subnets of /{config.subnet_len}, not {hosts}"
     clash = next((net for net in (UNDERLAY, ROUTED) if net.overlaps(config.network)), None)
