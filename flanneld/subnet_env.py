@@ -78,10 +78,20 @@ def previous_ipv6_subnet(values: Mapping[str, str]) -> IPv6Network | None:
         raise DecodeError(f"subnet.env: FLANNEL_IPV6_SUBNET={text!r} is not an IPv6 CIDR") from None
 
 
+def _temp_beside(target: Path) -> tuple[int, str]:
+    """A new temporary file in `target`'s directory, made if missing: mkstemp's (fd, path).
+    NotADirectoryError naming the directory if a file is in its place."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # what mkdir says when the directory is a file
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
+                                 str(target.parent)) from None
+    return tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+
+
 def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    fd, tmp = _temp_beside(target)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
@@ -100,11 +110,6 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # what mkdir says when the directory is a file
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
-                                 str(target.parent)) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    fd, tmp = _temp_beside(target)
     os.close(fd)
     os.unlink(tmp)
