@@ -1,28 +1,46 @@
-"""The userspace data-path engine shared by the udp backend and the userspace VXLAN data
-plane: one TUN fd, one UDP socket, a codec that decides what happens to each packet.
+"""The userspace data-path engines shared by the udp backend and the userspace VXLAN data
+plane: one TUN fd, UDP sockets, a codec that decides what happens to each packet.
 
-Shell: the only place packets touch fds. Both fds are non-blocking and read from
-`loop.add_reader` callbacks into preallocated buffers; each callback drains its fd until
-EAGAIN, at most MAX_BURST packets per wake-up so neither direction starves the other (the
-fd stays readable, so the loop calls back at once). A full queue drops and counts; nothing
-here ever spins, logs, or allocates per packet beyond the codec's verdict tuple.
+Two engines, one behaviour:
+
+- NativeEngine (the default): the C extension backends._fastpath (backends/_native/) moves
+  the packets in two threads of its own, one per direction, with the GIL released: TUN
+  reads and writes with the virtio-net header, TCP segmentation and joining, the udp and
+  VXLAN encapsulation, the peer table, GSO/GRO. What it does not decide (ICMP errors, ARP
+  for the VTEP, fragments, odd super-packets) comes back here as a slow packet, and the
+  Python codec decides it exactly as PacketEngine would.
+- PacketEngine: the same in Python and numpy, from `loop.add_reader` callbacks. It is the
+  fallback where the extension is not built, and the specification the native path is held
+  to (tests/unit/test_native.py: byte-identical datagrams, TUN writes and verdicts).
+
+`FLANNELD_ENGINE` chooses: `auto` (the default: native where it is built and the codec has
+a native twin), `native` (refuse to start without it) or `python`.
+
+Shell: the only place packets touch fds. In PacketEngine both fds are non-blocking and read
+into preallocated buffers; each callback drains its fd until EAGAIN, at most MAX_BURST
+packets per wake-up so neither direction starves the other (the fd stays readable, so the
+loop calls back at once). A full queue drops and counts; nothing here ever spins, logs, or
+allocates per packet beyond the codec's verdict.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import errno
+import functools
+import importlib
 import logging
 import os
 import socket
 import struct
 import sys
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Final, Generic, Protocol, TypeVar
+from ipaddress import IPv4Address
+from types import ModuleType
+from typing import Any, Final, Protocol
 
+from flanneld.errors import BackendError
 from tun.offload import (
     GSO_ECN,
     GSO_NONE,
@@ -40,7 +58,20 @@ from tun.offload import (
     tso_shape,
 )
 
-V = TypeVar("V")
+from ._codec import (
+    Answer,
+    Codec,
+    Drop,
+    Dropped,
+    NativeCodec,
+    Reply,
+    Send,
+    SendMany,
+    Verdict,
+    Write,
+    engine_choice,
+)
+
 SOCKET_BUFFER: Final = 4 << 20
 MAX_BURST: Final = 256
 BUFFER_SIZE: Final = 65536 + 4096  # a TUN packet and headroom; a padded GRO batch
@@ -61,88 +92,19 @@ _GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)
 log = logging.getLogger(__name__)
 
 
-class Action(enum.IntEnum):
-    SEND = 0  # send buf[:n] (possibly rewritten in place) as one datagram to `data` (addr)
-    REPLY = 1  # write `data` (bytes, e.g. an ICMP error) into the TUN
-    DROP = 2
-    SEND_MANY = 3  # send each datagram of `data` = (addr, [bytes, ...])
-    WRITE = 4  # write buf[:data] into the TUN
-    ANSWER = 5  # send `data` = (addr, bytes) back over the network (e.g. an ARP reply)
+class Engine(Protocol):
+    """What a backend holds: started once, stopped once, counted any time."""
 
+    name: str  # "native" or "python"
+    gso: bool  # UDP GSO sends in use
+    gro: bool  # UDP GRO receives in use
+    vnet_hdr: bool  # the TUN hands over super-packets (offloads on)
 
-class Drop(enum.IntEnum):
-    """Why a packet was not forwarded. Counted per reason, never logged per packet."""
+    def start(self) -> None: ...
 
-    NONE = 0
-    RUNT = 1
-    NOT_IPV4 = 2
-    MALFORMED = 3
-    NO_ROUTE = 4
-    TTL_EXPIRED = 5
-    NOT_PEER = 6
-    NOT_OUR_SUBNET = 7
-    OVERSIZED = 8
-    TUN_QUEUE_FULL = 9
-    SOCKET_QUEUE_FULL = 10
-    SEND_ERROR = 11
-    TUN_WRITE_ERROR = 12
-    WRONG_VNI = 13
-    WRONG_MAC = 14
-    NOT_FOR_US = 15
+    def stop(self) -> None: ...
 
-
-Verdict = tuple[int, int, Any]
-
-
-class Codec(Protocol):
-    """Pure per-packet decisions. May rewrite `buf` in place (TTL, encapsulation).
-
-    The inner packet sits at `headroom` in both directions: the engine reads the TUN into
-    buf[headroom:] so that an encapsulating codec writes its header in front, in place, and
-    a received datagram's inner packet starts at `headroom`. For SEND the verdict's middle
-    slot is a flow hash that picks the sending socket (the UDP source port)."""
-
-    headroom: int
-
-    def from_tun(self, buf: bytearray | memoryview, n: int) -> Verdict: ...
-
-    def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict: ...
-
-
-class PeerTable(Generic[V]):
-    """What a codec keeps per peer subnet (`routes`, keyed by the subnet's network address
-    as an int: all leases share SubnetLen, so a lookup is one mask and one probe) and how
-    many subnets each PublicIP holds (`peers`: "is this sender a peer?" in O(1))."""
-
-    def __init__(self, subnet_len: int) -> None:
-        self.subnet_len = subnet_len
-        self.routes: dict[int, V] = {}
-        self.peers: dict[str, int] = {}
-        self._owners: dict[int, str] = {}
-
-    def add(self, subnet: IPv4Network, public_ip: IPv4Address, value: V) -> bool:
-        """False (and nothing stored) for a subnet of another prefix length."""
-        if subnet.prefixlen != self.subnet_len:
-            return False
-        self.remove(subnet)
-        key, ip = int(subnet.network_address), str(public_ip)
-        self.routes[key], self._owners[key] = value, ip
-        self.peers[ip] = self.peers.get(ip, 0) + 1
-        return True
-
-    def remove(self, subnet: IPv4Network) -> None:
-        if subnet.prefixlen != self.subnet_len:
-            return  # add() never took it
-        key = int(subnet.network_address)
-        ip = self._owners.pop(key, None)
-        if ip is None:
-            return
-        del self.routes[key]
-        left = self.peers[ip] - 1
-        if left:
-            self.peers[ip] = left
-        else:
-            del self.peers[ip]
+    def counters(self) -> Mapping[str, int]: ...
 
 
 def segments_per_send(datagram: int) -> int:
@@ -168,7 +130,7 @@ def open_udp_socket(address: str, port: int) -> socket.socket:
 
 
 class PacketEngine:
-    """Moves packets between the TUN and the UDP socket through a codec.
+    """Moves packets between the TUN and the UDP socket through a codec, in Python.
 
     With `offload` (the default, when the kernel allows it), consecutive packets of one
     burst bound for the same peer with the same size leave in one `sendmsg` with
@@ -224,6 +186,8 @@ class PacketEngine:
         self.gro = offload and _enable(sock, "gro")
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    name = "python"
+
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._tun_fd, self._on_tun)
@@ -247,8 +211,11 @@ class PacketEngine:
             "joined_packets": self.joined_packets, "joined_segments": self.joined_segments,
             "checksums_finished": self.checksums_finished,
             "offload_gso": int(self.gso), "offload_gro": int(self.gro),
-            "offload_tun": int(self.vnet_hdr),
+            "offload_tun": int(self.vnet_hdr), "engine_native": 0, "slow_packets": 0,
         }
+        completed = getattr(self.codec, "checksums_completed", None)
+        if completed is not None:
+            counts["checksums_completed"] = completed
         counts.update({f"drop_{reason.name.lower()}": self.drops[reason]
                        for reason in Drop if reason is not Drop.NONE})
         return counts
@@ -318,11 +285,11 @@ class PacketEngine:
             self.drops[Drop.MALFORMED] += 1
             return False
         buf, h = self._slots[slot], self._headroom
-        action, reason, data = self.codec.from_tun(buf, min(n, hl + gso_size))
-        if action != Action.SEND:
-            self._not_sent(action, reason, data, -(-(n - hl) // gso_size))
+        verdict = self.codec.from_tun(buf, min(n, hl + gso_size))
+        if type(verdict) is not Send:
+            self._not_sent(verdict, -(-(n - hl) // gso_size))
             return False
-        key = (data, self._senders[reason % len(self._senders)])
+        key = (verdict.addr, self._senders[verdict.flow % len(self._senders)])
         # cut together only what segment_tcp4_many takes together: the same segment size,
         # outer header and header shape
         shape = (gso_size, bytes(buf[:h]), tso_shape(packet))
@@ -430,26 +397,28 @@ class PacketEngine:
                             self._out_size, self._out_count, sock)
         self._out_key, self._out_start, self._out_used, self._out_count = None, 0, 0, 0
 
-    def _not_sent(self, action: int, reason: int, data: Any, weight: int = 1) -> None:
-        """Everything but SEND for a packet from the TUN: count, answer, or fragment."""
-        if reason:
-            self.drops[reason] += weight
-        if action == Action.REPLY:
-            failed = self._write_tun(data)
+    def _not_sent(self, verdict: Verdict, weight: int = 1) -> None:
+        """Everything but Send for a packet from the TUN: count, answer, or fragment."""
+        if type(verdict) is Dropped:
+            self.drops[verdict.reason] += weight
+        elif type(verdict) is Reply:
+            self.drops[verdict.reason] += weight
+            failed = self._write_tun(verdict.packet)
             if failed:
                 self.drops[failed] += 1
             else:
                 self.icmp_sent += 1
-        elif action == Action.SEND_MANY:
-            addr, datagrams = data
-            for datagram in datagrams:
-                self._send(memoryview(datagram), addr, len(datagram), 1, self._senders[0])
+        elif type(verdict) is SendMany:
+            self.drops[verdict.reason] += weight
+            for datagram in verdict.datagrams:
+                self._send(memoryview(datagram), verdict.addr, len(datagram), 1,
+                           self._senders[0])
+        else:  # a codec bug: Write or Answer for a packet from the TUN
+            self.drops[Drop.MALFORMED] += weight
 
     def _on_tun(self) -> None:
-        fd, vnet, meta, reads = self._tun_fd, self.vnet_hdr, self._vnet_in, self._reads
+        fd, vnet, reads = self._tun_fd, self.vnet_hdr, self._reads
         skip = VNET_HDR_LEN if vnet else 0
-        decide, drops = self.codec.from_tun, self.drops
-        senders, headroom = self._senders, self._headroom
         self._first = True
         slot = 0  # where the next read lands: the slots before it hold staged super-packets
         for _ in range(MAX_BURST):
@@ -458,36 +427,63 @@ class PacketEngine:
             except BlockingIOError:
                 break
             except OSError:
-                drops[Drop.MALFORMED] += 1
+                self.drops[Drop.MALFORMED] += 1
                 break
-            if vnet and meta[0] | meta[1]:
-                flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HDR.unpack(meta)
-                if gso_type & ~GSO_ECN == GSO_TCPV4:
-                    if self._stage_tso(slot, n, gso_size):
-                        slot += 1
-                        if slot == STAGE_SLOTS:
-                            self._cut_stage()
-                            slot = 0
-                    continue
-                if gso_type != GSO_NONE:  # never offered to the kernel (UDP, IPv6)
-                    drops[Drop.MALFORMED] += 1
-                    continue
-                if flags & NEEDS_CSUM:
-                    if not finish_checksum(self._packets[slot], n, csum_start, csum_offset):
-                        drops[Drop.MALFORMED] += 1
-                        continue
-                    self.checksums_finished += 1
-            if self._staged:  # what was read before leaves before
-                self._cut_stage()
-            buf, slot = self._slots[slot], 0
-            action, reason, data = decide(buf, n)
-            if action == Action.SEND:
-                self._queue(memoryview(buf)[:headroom + n], (data, senders[reason % len(senders)]))
-            else:
-                self._not_sent(action, reason, data)
+            slot = self._tun_packet(slot, n)
+        self._end_burst()
+
+    def _end_burst(self) -> None:
         if self._staged:
             self._cut_stage()
         self._flush()
+
+    def _tun_packet(self, slot: int, n: int) -> int:
+        """One read from the TUN (its virtio-net header in _vnet_in, the packet of n bytes in
+        `slot`); where the next read lands."""
+        meta, drops = self._vnet_in, self.drops
+        if self.vnet_hdr and meta[0] | meta[1]:
+            flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HDR.unpack(meta)
+            if gso_type & ~GSO_ECN == GSO_TCPV4:
+                if self._stage_tso(slot, n, gso_size):
+                    slot += 1
+                    if slot == STAGE_SLOTS:
+                        self._cut_stage()
+                        slot = 0
+                return slot
+            if gso_type != GSO_NONE:  # never offered to the kernel (UDP, IPv6)
+                drops[Drop.MALFORMED] += 1
+                return slot
+            if flags & NEEDS_CSUM:
+                if not finish_checksum(self._packets[slot], n, csum_start, csum_offset):
+                    drops[Drop.MALFORMED] += 1
+                    return slot
+                self.checksums_finished += 1
+        if self._staged:  # what was read before leaves before
+            self._cut_stage()
+        buf = self._slots[slot]
+        verdict = self.codec.from_tun(buf, n)
+        if type(verdict) is Send:
+            senders = self._senders
+            self._queue(memoryview(buf)[:self._headroom + n],
+                        (verdict.addr, senders[verdict.flow % len(senders)]))
+        else:
+            self._not_sent(verdict)
+        return 0
+
+    def slow_tun(self, meta: bytes, packet: bytes) -> None:
+        """A TUN read the native path did not decide (its virtio-net header and packet): as
+        if this engine had read it."""
+        self._first = True
+        if self.vnet_hdr:
+            self._vnet_in[:] = meta
+        self._packets[0][:len(packet)] = packet
+        self._tun_packet(0, len(packet))
+        self._end_burst()
+
+    def slow_net(self, datagram: bytes, src: str) -> None:
+        """A datagram the native path did not decide: as if this engine had received it."""
+        data = bytearray(datagram)
+        self._net_rows(memoryview(data), len(data), max(1, len(data)), 0, 1, src)
 
     # -- network -> TUN ------------------------------------------------------------------
 
@@ -562,10 +558,9 @@ class PacketEngine:
         """Hand a run of segments that continue one TCP stream to the TUN as one packet;
         the codec decides on the first (peer, VNI, destination, TTL) for all of them."""
         start = run.first * segment
-        action, reason, _ = self.codec.from_net(memoryview(self._net_buf)[start:],
-                                                segment, src)
-        if action != Action.WRITE:
-            self.drops[reason or Drop.MALFORMED] += run.count
+        verdict = self.codec.from_net(memoryview(self._net_buf)[start:], segment, src)
+        if type(verdict) is not Write:
+            self.drops[verdict.reason if type(verdict) is Dropped else Drop.MALFORMED] += run.count
             return
         header, total = join_run(self._net_buf, n, segment, self._headroom, run, self._joined)
         try:
@@ -592,24 +587,27 @@ class PacketEngine:
         for start in range(first * segment, min(last * segment, n), segment):
             length = min(segment, n - start)
             packet = view[start:start + length]
-            action, reason, data = decide(packet, length, src)
-            if action == Action.WRITE:
+            verdict = decide(packet, length, src)
+            if type(verdict) is Write:
+                size = verdict.length
                 try:
-                    os.writev(fd, (*prefix, packet[headroom:headroom + data]))
+                    os.writev(fd, (*prefix, packet[headroom:headroom + size]))
                 except BlockingIOError:
                     drops[Drop.TUN_QUEUE_FULL] += 1
                 except OSError:
                     drops[Drop.TUN_WRITE_ERROR] += 1
                 else:
                     packets += 1
-                    octets += data
-            elif action == Action.ANSWER:
+                    octets += size
+            elif type(verdict) is Dropped:
+                drops[verdict.reason] += 1
+            elif type(verdict) is Answer:
                 try:
-                    self._sock.sendto(data[1], data[0])
+                    self._sock.sendto(verdict.frame, verdict.addr)
                 except OSError:
                     drops[Drop.SEND_ERROR] += 1
-            else:
-                drops[reason] += 1
+            else:  # a codec bug: a verdict for the TUN side
+                drops[Drop.MALFORMED] += 1
         self.rx_packets += packets
         self.rx_bytes += octets
 
@@ -627,3 +625,100 @@ def _enable(sock: socket.socket, what: str) -> bool:
                  exc.strerror)
         return False
     return True
+
+
+class NativeEngine:
+    """The native fast path (backends._fastpath) behind PacketEngine's interface.
+
+    Its two threads read the TUN and the socket themselves; this object pushes nothing per
+    packet. Peer changes reach the native table through the codec's PeerTable; the slow
+    packets come back through an eventfd and go through a PacketEngine that is never
+    started, so that they meet exactly the Python engine's code; counters are the sum of
+    both."""
+
+    name = "native"
+
+    def __init__(self, native: ModuleType, tun_fd: int, sock: socket.socket,
+                 codec: NativeCodec, offload: bool = True,
+                 senders: Sequence[socket.socket] = (), vnet_hdr: bool = False) -> None:
+        self._python = PacketEngine(tun_fd, sock, codec, offload, senders, vnet_hdr)
+        self.gso, self.gro, self.vnet_hdr = self._python.gso, self._python.gro, vnet_hdr
+        spec = codec.native_spec()
+        self._codec = native.Codec(int(spec.kind), spec.own_net, spec.subnet_len, spec.mtu,
+                                   spec.vni, spec.own_mac)
+        codec.table.mirror(self._codec)
+        self._slow_tun = native.SLOW_TUN
+        fds = [s.fileno() for s in (senders or [sock])]
+        self._engine = native.Engine(self._codec, tun_fd, sock.fileno(), fds, vnet_hdr,
+                                     self.gso, self.gro)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._engine.slow_fd, self._on_slow)
+        self._engine.start()
+
+    def stop(self) -> None:
+        self._engine.stop()
+        if self._loop is not None:
+            self._loop.remove_reader(self._engine.slow_fd)
+            self._loop = None
+
+    def _on_slow(self) -> None:
+        if self._engine.take_events() & 1 and self.gso:
+            self.gso = False
+            log.warning("UDP GSO refused by the kernel; sending datagrams one by one")
+        python = self._python
+        for kind, meta, data, src in self._engine.take_slow():
+            if kind == self._slow_tun:
+                python.slow_tun(meta, data)
+            else:
+                python.slow_net(data, str(IPv4Address(src)))
+
+    def counters(self) -> Mapping[str, int]:
+        native: dict[str, Any] = self._engine.counters()
+        drops = native.pop("drops")
+        counts = dict(self._python.counters())
+        for key, value in native.items():
+            counts[key] = counts.get(key, 0) + value
+        for reason in Drop:
+            if reason is not Drop.NONE:
+                counts[f"drop_{reason.name.lower()}"] += drops[reason]
+        counts.update(offload_gso=int(self.gso), offload_gro=int(self.gro),
+                      offload_tun=int(self.vnet_hdr), engine_native=1)
+        if "checksums_completed" not in self._python.counters():
+            counts.pop("checksums_completed", None)  # the udp codec has none
+        return counts
+
+
+@functools.cache
+def load_native() -> tuple[ModuleType | None, str]:
+    """backends._fastpath, or None and why (it is not built, or will not load)."""
+    try:
+        return importlib.import_module("backends._fastpath"), ""
+    except ImportError as exc:
+        return None, str(exc) or type(exc).__name__
+
+
+_FALLBACK_SAID: Final[set[str]] = set()  # the fallback is logged once per process
+
+
+def open_engine(tun_fd: int, sock: socket.socket, codec: Codec, offload: bool = True,
+                senders: Sequence[socket.socket] = (), vnet_hdr: bool = False) -> Engine:
+    """The engine FLANNELD_ENGINE asks for: native where it is built (and the codec has a
+    native twin), else the Python engine, with one log line saying why."""
+    choice = engine_choice(os.environ)
+    if choice != "python" and hasattr(codec, "native_spec"):
+        native, why = load_native()
+        if native is not None:
+            return NativeEngine(native, tun_fd, sock, codec,  # type: ignore[arg-type]
+                                offload, senders, vnet_hdr)
+        if choice == "native":
+            raise BackendError("FLANNELD_ENGINE=native, but the native fast path is not "
+                               f"available ({why}); reinstall flanneld-py with gcc and the "
+                               "Python headers present")
+        if why not in _FALLBACK_SAID:
+            _FALLBACK_SAID.add(why)
+            log.warning("the native fast path is not available (%s); the Python engine moves "
+                        "the packets", why)
+    return PacketEngine(tun_fd, sock, codec, offload, senders, vnet_hdr)

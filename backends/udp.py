@@ -31,14 +31,19 @@ from tun.packet import (
 )
 
 from ._base import BackendContext
-from ._datapath import (
-    Action,
+from ._codec import (
+    DROPPED,
     Drop,
-    PacketEngine,
+    NativeKind,
+    NativeSpec,
     PeerTable,
+    Reply,
+    Route,
+    SendMany,
     Verdict,
-    open_udp_socket,
+    Write,
 )
+from ._datapath import Engine, open_engine, open_udp_socket
 from ._netlink import RTPROT_FLANNEL, Netlink, watch_device
 
 log = logging.getLogger(__name__)
@@ -68,9 +73,17 @@ class UDPConfig:
         return cls(port=port or DEFAULT_PORT, offload=offload)
 
 
+_RUNT: Final = DROPPED[Drop.RUNT]
+_NOT_IPV4: Final = DROPPED[Drop.NOT_IPV4]
+_NOT_PEER: Final = DROPPED[Drop.NOT_PEER]
+_MALFORMED: Final = DROPPED[Drop.MALFORMED]
+_NOT_OUR_SUBNET: Final = DROPPED[Drop.NOT_OUR_SUBNET]
+_TTL_EXPIRED: Final = DROPPED[Drop.TTL_EXPIRED]
+
+
 @dataclass(slots=True)
 class UDPCodec:
-    """Pure per-packet logic of the udp backend (implements _datapath.Codec).
+    """Pure per-packet logic of the udp backend (implements _codec.NativeCodec).
 
     All leases share SubnetLen, so the route lookup is one mask and one dict probe."""
 
@@ -79,8 +92,8 @@ class UDPCodec:
     port: int
     mtu: int  # the largest inner packet one datagram may carry (underlay MTU - 28)
     headroom: int = 0  # the datagram is the bare inner packet
-    table: PeerTable[tuple[str, int]] = field(init=False)
-    routes: dict[int, tuple[str, int]] = field(init=False)  # the table's, for the hot path
+    table: PeerTable = field(init=False)
+    routes: dict[int, Route] = field(init=False)  # the table's, for the hot path
     peers: dict[str, int] = field(init=False)  # PublicIP -> number of subnets
     mask: int = field(init=False)
     own_net: int = field(init=False)
@@ -93,27 +106,30 @@ class UDPCodec:
         self.own_net = int(self.own_subnet.network_address)
         self.own_address = self.own_net  # flannel0 carries <subnet>.0/32
 
+    def native_spec(self) -> NativeSpec:
+        return NativeSpec(NativeKind.UDP, self.own_net, self.subnet_len, self.mtu)
+
     # -- the peer table ----------------------------------------------------------------
 
     def add_peer(self, subnet: IPv4Network, public_ip: IPv4Address) -> bool:
-        return self.table.add(subnet, public_ip, (str(public_ip), self.port))
+        return self.table.add(subnet, public_ip, self.port)
 
     def remove_peer(self, subnet: IPv4Network) -> None:
         self.table.remove(subnet)
 
     # -- packets -----------------------------------------------------------------------
 
-    def _icmp(self, packet: memoryview | bytearray, kind: ICMPType, code: int, reason: int,
+    def _icmp(self, packet: memoryview | bytearray, kind: ICMPType, code: int, reason: Drop,
               rest: int = 0) -> Verdict:
         reply = icmp_error(packet, kind, code, self.own_address, rest)
-        return (Action.REPLY, reason, reply) if reply else (Action.DROP, reason, None)
+        return Reply(reply, reason) if reply else DROPPED[reason]
 
     def from_tun(self, buf: bytearray | memoryview, n: int) -> Verdict:
         """A packet the kernel routed into flannel0: to which peer, or what instead."""
         if n < 20:
-            return Action.DROP, Drop.RUNT, None
+            return _RUNT
         if buf[0] >> 4 != 4:
-            return Action.DROP, Drop.NOT_IPV4, None
+            return _NOT_IPV4
         dst = (buf[16] << 24) | (buf[17] << 16) | (buf[18] << 8) | buf[19]
         route = self.routes.get(dst & self.mask)
         if route is None:
@@ -124,9 +140,9 @@ class UDPCodec:
         if n > self.mtu:
             return self._oversized(buf, n, route)
         decrement_ttl(buf)
-        return Action.SEND, Drop.NONE, route
+        return route.send
 
-    def _oversized(self, buf: bytearray | memoryview, n: int, route: tuple[str, int]) -> Verdict:
+    def _oversized(self, buf: bytearray | memoryview, n: int, route: Route) -> Verdict:
         """Bigger than one datagram may carry (only with a wrong MTU somewhere): DF set ->
         Fragmentation Needed with our MTU (RFC 1191), quoting the packet as it came; else
         fragment it (RFC 791)."""
@@ -138,23 +154,23 @@ class UDPCodec:
         try:
             pieces = fragment(packet, self.mtu)
         except DecodeError:
-            return Action.DROP, Drop.MALFORMED, None
-        return Action.SEND_MANY, Drop.OVERSIZED, (route, pieces)
+            return _MALFORMED
+        return SendMany(route.addr, pieces, Drop.OVERSIZED)
 
     def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict:
         """A datagram that reached our port: write its packet into flannel0, or drop it."""
         if src_ip not in self.peers:
-            return Action.DROP, Drop.NOT_PEER, None
+            return _NOT_PEER
         try:
             total = check_ipv4(buf, n)
         except DecodeError:
-            return Action.DROP, Drop.MALFORMED, None
+            return _MALFORMED
         dst = (buf[16] << 24) | (buf[17] << 16) | (buf[18] << 8) | buf[19]
         if dst & self.mask != self.own_net:
-            return Action.DROP, Drop.NOT_OUR_SUBNET, None
+            return _NOT_OUR_SUBNET
         if not decrement_ttl(buf):
-            return Action.DROP, Drop.TTL_EXPIRED, None
-        return Action.WRITE, Drop.NONE, total
+            return _TTL_EXPIRED
+        return Write(total)
 
 
 class UDPBackend:
@@ -165,7 +181,7 @@ class UDPBackend:
         self._netlink = Netlink()
         self._tun: TunDevice | None = None
         self._sock: socket.socket | None = None
-        self._engine: PacketEngine | None = None
+        self._engine: Engine | None = None
         self.codec: UDPCodec | None = None
         self._skipped = 0
 
@@ -190,12 +206,13 @@ class UDPBackend:
         self._tun = TunDevice.open(DEVICE, offload=self.config.offload)
         await configure_tun(self._netlink, self._tun.name, lease.subnet.network_address,
                             self.mtu, network.network, RTPROT_FLANNEL)
-        self._engine = PacketEngine(self._tun.fd, self._sock, self.codec,
-                                    offload=self.config.offload, vnet_hdr=self._tun.vnet_hdr)
+        self._engine = open_engine(self._tun.fd, self._sock, self.codec,
+                                   offload=self.config.offload, vnet_hdr=self._tun.vnet_hdr)
         self._engine.start()
-        log.info("udp backend ready device=%s address=%s/32 mtu=%d port=%d gso=%s gro=%s "
-                 "tun_offload=%s", self._tun.name, lease.subnet.network_address, self.mtu,
-                 self.config.port, self._engine.gso, self._engine.gro, self._tun.vnet_hdr)
+        log.info("udp backend ready device=%s address=%s/32 mtu=%d port=%d engine=%s gso=%s "
+                 "gro=%s tun_offload=%s", self._tun.name, lease.subnet.network_address,
+                 self.mtu, self.config.port, self._engine.name, self._engine.gso,
+                 self._engine.gro, self._tun.vnet_hdr)
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
         assert self.codec is not None

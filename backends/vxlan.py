@@ -74,14 +74,19 @@ from ._bulk import (
     route_delete,
     route_replace,
 )
-from ._datapath import (
-    Action,
+from ._codec import (
+    DROPPED,
+    Answer,
     Drop,
-    PacketEngine,
+    NativeKind,
+    NativeSpec,
     PeerTable,
+    Route,
+    Send,
     Verdict,
-    open_udp_socket,
+    Write,
 )
+from ._datapath import Engine, open_engine, open_udp_socket
 from ._netlink import (
     DEVICE_CHECK_S,
     RTPROT_FLANNEL,
@@ -198,9 +203,22 @@ def peer_of(lease: Lease, vni: int) -> Peer | None:
         return None
 
 
+_RUNT: Final = DROPPED[Drop.RUNT]
+_NOT_IPV4: Final = DROPPED[Drop.NOT_IPV4]
+_NO_ROUTE: Final = DROPPED[Drop.NO_ROUTE]
+_OVERSIZED: Final = DROPPED[Drop.OVERSIZED]
+_TTL_EXPIRED: Final = DROPPED[Drop.TTL_EXPIRED]
+_NOT_PEER: Final = DROPPED[Drop.NOT_PEER]
+_MALFORMED: Final = DROPPED[Drop.MALFORMED]
+_WRONG_VNI: Final = DROPPED[Drop.WRONG_VNI]
+_WRONG_MAC: Final = DROPPED[Drop.WRONG_MAC]
+_NOT_OUR_SUBNET: Final = DROPPED[Drop.NOT_OUR_SUBNET]
+_NOT_FOR_US: Final = DROPPED[Drop.NOT_FOR_US]
+
+
 @dataclass(slots=True)
 class VXLANCodec:
-    """Per-packet logic of the userspace VXLAN data plane (implements _datapath.Codec)."""
+    """Per-packet logic of the userspace VXLAN data plane (implements _codec.NativeCodec)."""
 
     own_subnet: IPv4Network
     subnet_len: int
@@ -209,8 +227,8 @@ class VXLANCodec:
     port: int = VXLAN_PORT
     mtu: int = 1450  # the largest inner packet (underlay MTU - 50)
     headroom: int = HEADROOM
-    table: PeerTable[tuple[tuple[str, int], bytes]] = field(init=False)
-    routes: dict[int, tuple[tuple[str, int], bytes]] = field(init=False)  # the table's
+    table: PeerTable = field(init=False)
+    routes: dict[int, Route] = field(init=False)  # the table's
     peers: dict[str, int] = field(init=False)  # PublicIP -> number of subnets
     checksums_completed: int = 0  # inner checksums a peer's offload left unfinished
     mask: int = field(init=False)
@@ -226,79 +244,83 @@ class VXLANCodec:
         self.vtep_ip = self.own_subnet.network_address  # flannel.<VNI> carries <subnet>.0
         self._vxlan = encode_vxlan_header(self.vni)
 
+    def native_spec(self) -> NativeSpec:
+        return NativeSpec(NativeKind.VXLAN, self.own_net, self.subnet_len, self.mtu, self.vni,
+                          self.own_mac)
+
     def add_peer(self, subnet: IPv4Network, public_ip: IPv4Address, vtep_mac: bytes) -> bool:
         header = self._vxlan + encode_ethernet(vtep_mac, self.own_mac, ETHERTYPE_IPV4)
-        return self.table.add(subnet, public_ip, ((str(public_ip), self.port), header))
+        return self.table.add(subnet, public_ip, self.port, header)
 
     def remove_peer(self, subnet: IPv4Network) -> None:
         self.table.remove(subnet)
 
     def from_tun(self, buf: bytearray | memoryview, n: int) -> Verdict:
-        """The inner packet is at buf[22:22+n]; on SEND the header is written in front of it
-        and the reason slot carries the flow hash (which picks the UDP source port)."""
+        """The inner packet is at buf[22:22+n]; on Send the header is written in front of it
+        and the flow hash picks the UDP source port."""
         h = HEADROOM
         if n < 20:
-            return Action.DROP, Drop.RUNT, None
+            return _RUNT
         if buf[h] >> 4 != 4:
-            return Action.DROP, Drop.NOT_IPV4, None
+            return _NOT_IPV4
         dst = (buf[h + 16] << 24) | (buf[h + 17] << 16) | (buf[h + 18] << 8) | buf[h + 19]
         route = self.routes.get(dst & self.mask)
         if route is None:
-            return Action.DROP, Drop.NO_ROUTE, None
+            return _NO_ROUTE
         if n > self.mtu:
-            return Action.DROP, Drop.OVERSIZED, None
+            return _OVERSIZED
         if not decrement_ttl(memoryview(buf)[h:]):
-            return Action.DROP, Drop.TTL_EXPIRED, None
-        buf[:h] = route[1]
-        return Action.SEND, flow_hash(buf, h, n), route[0]
+            return _TTL_EXPIRED
+        buf[:h] = route.header
+        return Send(route.addr, flow_hash(buf, h, n))
 
     def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict:
-        """A datagram that reached our VXLAN port: an inner IPv4 packet for us (WRITE, its
-        length; it starts at HEADROOM), an ARP request for our VTEP (ANSWER), or a drop."""
+        """A datagram that reached our VXLAN port: an inner IPv4 packet for us (Write, its
+        length; it starts at HEADROOM), an ARP request for our VTEP (Answer), or a drop."""
         if src_ip not in self.peers:
-            return Action.DROP, Drop.NOT_PEER, None
+            return _NOT_PEER
         if n < HEADROOM:
-            return Action.DROP, Drop.MALFORMED, None
+            return _MALFORMED
         if n > HEADROOM + MAX_INNER:  # a super-packet no wire carries (a veth's tunnel GSO)
-            return Action.DROP, Drop.OVERSIZED, None
+            return _OVERSIZED
         try:
             vni = decode_vxlan_header(buf)
             dst_mac, src_mac, ethertype = decode_ethernet(memoryview(buf)[VXLAN_HEADER_LEN:])
         except DecodeError:
-            return Action.DROP, Drop.MALFORMED, None
+            return _MALFORMED
         if vni != self.vni:
-            return Action.DROP, Drop.WRONG_VNI, None
+            return _WRONG_VNI
         if dst_mac not in (self.own_mac, BROADCAST):
-            return Action.DROP, Drop.WRONG_MAC, None
+            return _WRONG_MAC
         inner = memoryview(buf)[HEADROOM:n]
         if ethertype == ETHERTYPE_ARP:
             return self._arp(inner, src_mac, src_ip)
         if ethertype != ETHERTYPE_IPV4:
-            return Action.DROP, Drop.NOT_IPV4, None
+            return _NOT_IPV4
         try:
             total = check_ipv4(inner, n - HEADROOM)
         except DecodeError:
-            return Action.DROP, Drop.MALFORMED, None
+            return _MALFORMED
         dst = (inner[16] << 24) | (inner[17] << 16) | (inner[18] << 8) | inner[19]
         if dst & self.mask != self.own_net:
-            return Action.DROP, Drop.NOT_OUR_SUBNET, None
+            return _NOT_OUR_SUBNET
         if not decrement_ttl(inner):
-            return Action.DROP, Drop.TTL_EXPIRED, None
+            return _TTL_EXPIRED
         if complete_partial_checksum(inner, total):
             self.checksums_completed += 1
-        return Action.WRITE, Drop.NONE, total
+        return Write(total)
 
     def _arp(self, inner: memoryview, src_mac: bytes, src_ip: str) -> Verdict:
         try:
             arp = decode_arp(inner)
         except DecodeError:
-            return Action.DROP, Drop.MALFORMED, None
+            return _MALFORMED
         if arp.op != ARP_REQUEST or arp.target_ip != self.vtep_ip:
-            return Action.DROP, Drop.NOT_FOR_US, None
+            return _NOT_FOR_US
         reply = ARPPacket(ARP_REPLY, self.own_mac, self.vtep_ip, arp.sender_mac, arp.sender_ip)
         frame = (self._vxlan + encode_ethernet(src_mac, self.own_mac, ETHERTYPE_ARP)
                  + encode_arp(reply))
-        return Action.ANSWER, Drop.NONE, ((src_ip, self.port), frame)
+        return Answer((src_ip, self.port), frame)
 
 
 class VXLANBackend:
@@ -321,7 +343,7 @@ class VXLANBackend:
         self._lazy_used: dict[IPv4Address, float] = {}
         self._tun: TunDevice | None = None
         self._sockets: list[socket.socket] = []
-        self._engine: PacketEngine | None = None
+        self._engine: Engine | None = None
         self.codec: VXLANCodec | None = None
         self._counters = dict.fromkeys((
             "l3_misses_answered", "l2_misses_answered", "misses_unknown", "misses_lost",
@@ -464,14 +486,15 @@ class VXLANBackend:
         self._tun = TunDevice.open(config.device, offload=config.offload)
         await configure_tun(self._netlink, self._tun.name, lease.subnet.network_address,
                             self.mtu, self._network.network, RTPROT_FLANNEL)
-        self._engine = PacketEngine(self._tun.fd, listener, self.codec, config.offload,
-                                    senders=self._sockets[1:], vnet_hdr=self._tun.vnet_hdr)
+        self._engine = open_engine(self._tun.fd, listener, self.codec, config.offload,
+                                   senders=self._sockets[1:], vnet_hdr=self._tun.vnet_hdr)
         self._engine.start()
         for peer in self._peers.values():
             self.codec.add_peer(peer.subnet, peer.public_ip, peer.vtep_mac)
         log.info("vxlan backend ready dataplane=userspace device=%s vtep_mac=%s mtu=%d port=%d "
-                 "gso=%s gro=%s tun_offload=%s", config.device, format_mac(self._mac), self.mtu,
-                 config.udp_port, self._engine.gso, self._engine.gro, self._tun.vnet_hdr)
+                 "engine=%s gso=%s gro=%s tun_offload=%s", config.device, format_mac(self._mac),
+                 self.mtu, config.udp_port, self._engine.name, self._engine.gso,
+                 self._engine.gro, self._tun.vnet_hdr)
 
     # -- peers ---------------------------------------------------------------------------
 

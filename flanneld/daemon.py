@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import os
 import random
 import signal
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 import uvloop
 
 from backends import Backend, BackendContext, check_backend, create_backend
+from backends._codec import engine_choice
 from lease.config import BackendSpec, NetworkConfig
 from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.manager import LeaseManager, LeaseSettings
@@ -122,6 +124,7 @@ def _cannot_write(path: str, exc: OSError) -> ConfigError:
 
 
 async def serve(options: Options) -> None:
+    engine_choice(os.environ)  # FLANNELD_ENGINE: a bad value is one line before anything starts
     try:  # before anything is leased or programmed, not after
         check_writable(options.subnet_file)
     except OSError as exc:

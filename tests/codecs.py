@@ -1,10 +1,12 @@
-"""The cluster the codec tests share: our subnet and two peers, and codecs built for it."""
+"""The cluster the codec tests share: our subnet and two peers, and codecs built for it; and
+how the tests compare the codecs' verdicts."""
 
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 from typing import Final
 
+from backends._codec import Drop, Dropped, Reply, SendMany, Verdict
 from backends.udp import DEFAULT_PORT, UDPCodec
 from backends.vxlan import VXLANCodec
 from tun.vxlan import VXLAN_PORT, parse_mac
@@ -45,3 +47,18 @@ def make_vxlan_codec(own: IPv4Network = OWN, own_mac: str = OWN_MAC, vni: int = 
     for subnet, public_ip, mac in peers:
         assert codec.add_peer(subnet, IPv4Address(public_ip), parse_mac(mac))
     return codec
+
+
+def typed(verdict: Verdict) -> tuple[type[Verdict], Verdict]:
+    """The verdict and its class, to compare with `==`: verdicts are NamedTuples, which
+    compare as bare tuples (Write(4) == Dropped(Drop.NO_ROUTE)), so the class must be
+    compared too for the kind of verdict to count."""
+    return type(verdict), verdict
+
+
+def outcome(verdict: Verdict) -> tuple[type[Verdict], Drop]:
+    """The verdict's class and its reason (Drop.NONE for Send, Write and Answer)."""
+    match verdict:
+        case Reply(reason=reason) | SendMany(reason=reason) | Dropped(reason=reason):
+            return type(verdict), reason
+    return type(verdict), Drop.NONE

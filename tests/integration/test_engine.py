@@ -13,11 +13,11 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
 
 import pytest
 from scapy.layers.inet import IP, TCP
 
+from backends._codec import Send, Verdict
 from backends._datapath import PacketEngine
 from backends.udp import UDPCodec
 from tun.offload import GSO_TCPV4, NEEDS_CSUM, PLAIN_HDR, VNET_HDR, segment_tcp4
@@ -217,11 +217,11 @@ class FlowSpread(UDPCodec):
     """The udp codec, but each TCP flow's source port picks the socket, as the userspace
     VXLAN plane spreads flows over source ports."""
 
-    def from_tun(self, buf: bytearray | memoryview, n: int) -> Any:
-        action, reason, data = super().from_tun(buf, n)
-        if action == 0 and n >= 22:  # Action.SEND: the middle slot is the flow hash
-            reason = (buf[20] << 8) | buf[21]
-        return action, reason, data
+    def from_tun(self, buf: bytearray | memoryview, n: int) -> Verdict:
+        verdict = super().from_tun(buf, n)
+        if isinstance(verdict, Send) and n >= 22:  # the flow picks the sending socket
+            return Send(verdict.addr, (buf[20] << 8) | buf[21])
+        return verdict
 
 
 async def test_super_packets_of_flows_on_different_sockets_share_one_cut(rig: Rig) -> None:

@@ -41,7 +41,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from backends._datapath import Action, Drop, Verdict
+from backends._codec import Answer, Drop, Dropped, Reply, Send, SendMany, Verdict, Write
 from backends.udp import UDPCodec
 from backends.vxlan import VXLANCodec
 from flanneld.errors import ConfigError, DecodeError
@@ -65,6 +65,7 @@ from tests.codecs import (
     VNI,
     make_udp_codec,
     make_vxlan_codec,
+    outcome,
 )
 from tests.scapy_ref import inner
 from tun.packet import check_ipv4
@@ -533,69 +534,75 @@ ENV_TEXT: Final = st.one_of(
 
 
 def check_udp_from_tun(codec: UDPCodec, buf: bytearray, n: int, verdict: Verdict) -> None:
-    action, reason, data = verdict
-    assert int(reason) in DROP_REASONS
-    if action == Action.SEND:
-        assert reason == Drop.NONE and data in codec.routes.values()
-        assert 20 <= n <= codec.mtu and buf[0] >> 4 == 4
-    elif action == Action.REPLY:  # an ICMP error to the sender, a valid IPv4 packet
-        assert reason in (Drop.NO_ROUTE, Drop.TTL_EXPIRED, Drop.OVERSIZED)
-        assert isinstance(data, bytes) and check_ipv4(data, len(data)) == len(data)
-        assert data[9] == 1 and rfc1071(data[20:]) == 0
-    elif action == Action.SEND_MANY:
-        assert reason == Drop.OVERSIZED
-        route, pieces = data
-        assert route in codec.routes.values() and pieces
-        assert all(isinstance(p, bytes) and 20 <= len(p) <= codec.mtu for p in pieces)
-    else:
-        assert action == Action.DROP and reason != Drop.NONE and data is None
+    addrs = {route.addr for route in codec.routes.values()}
+    assert int(outcome(verdict)[1]) in DROP_REASONS
+    match verdict:
+        case Send(addr, flow):
+            assert flow == 0 and addr in addrs
+            assert 20 <= n <= codec.mtu and buf[0] >> 4 == 4
+        case Reply(data, reason):  # an ICMP error to the sender, a valid IPv4 packet
+            assert reason in (Drop.NO_ROUTE, Drop.TTL_EXPIRED, Drop.OVERSIZED)
+            assert isinstance(data, bytes) and check_ipv4(data, len(data)) == len(data)
+            assert data[9] == 1 and rfc1071(data[20:]) == 0
+        case SendMany(addr, pieces, reason):
+            assert reason == Drop.OVERSIZED
+            assert addr in addrs and pieces
+            assert all(isinstance(p, bytes) and 20 <= len(p) <= codec.mtu for p in pieces)
+        case Dropped(reason):
+            assert reason != Drop.NONE
+        case _:
+            raise AssertionError(f"not a udp from_tun verdict: {verdict!r}")
 
 
 def check_udp_from_net(codec: UDPCodec, before: bytes, buf: bytearray | memoryview, n: int,
                        verdict: Verdict) -> None:
-    action, reason, data = verdict
-    assert int(reason) in DROP_REASONS
-    if action == Action.WRITE:  # a valid packet for our subnet, TTL decremented
-        assert reason == Drop.NONE and isinstance(data, int) and 20 <= data <= n
-        assert check_ipv4(buf, data) == data
-        assert IPv4Address(bytes(buf[16:20])) in codec.own_subnet
-        assert buf[8] == before[8] - 1
-    else:
-        assert action == Action.DROP and reason != Drop.NONE and data is None
-        assert bytes(buf) == before  # a dropped datagram is left as it came
+    assert int(outcome(verdict)[1]) in DROP_REASONS
+    match verdict:
+        case Write(data):  # a valid packet for our subnet, TTL decremented
+            assert isinstance(data, int) and 20 <= data <= n
+            assert check_ipv4(buf, data) == data
+            assert IPv4Address(bytes(buf[16:20])) in codec.own_subnet
+            assert buf[8] == before[8] - 1
+        case Dropped(reason):
+            assert reason != Drop.NONE
+            assert bytes(buf) == before  # a dropped datagram is left as it came
+        case _:
+            raise AssertionError(f"not a udp from_net verdict: {verdict!r}")
 
 
 def check_vxlan_from_tun(codec: VXLANCodec, buf: bytearray, n: int, verdict: Verdict) -> None:
-    action, reason, data = verdict
-    if action == Action.SEND:  # the reason slot carries the flow hash
-        assert 0 <= reason < 1 << 32 and 20 <= n <= codec.mtu
-        assert (data, bytes(buf[:HEADROOM])) in codec.routes.values()
-    else:
-        assert action == Action.DROP and int(reason) in DROP_REASONS - {Drop.NONE}
-        assert data is None
+    match verdict:
+        case Send(addr, flow):  # the flow hash picks the UDP source port
+            assert 0 <= flow < 1 << 32 and 20 <= n <= codec.mtu
+            routes = {(route.addr, route.header) for route in codec.routes.values()}
+            assert (addr, bytes(buf[:HEADROOM])) in routes
+        case Dropped(reason):
+            assert int(reason) in DROP_REASONS - {Drop.NONE}
+        case _:
+            raise AssertionError(f"not a vxlan from_tun verdict: {verdict!r}")
 
 
 def check_vxlan_from_net(codec: VXLANCodec, before: bytes, buf: bytearray | memoryview, n: int,
                          src_ip: str, verdict: Verdict) -> None:
-    action, reason, data = verdict
-    assert int(reason) in DROP_REASONS
-    if action == Action.WRITE:
-        assert reason == Drop.NONE and isinstance(data, int) and 20 <= data <= n - HEADROOM
-        packet = memoryview(buf)[HEADROOM:HEADROOM + data]
-        assert check_ipv4(packet, data) == data
-        assert IPv4Address(bytes(packet[16:20])) in codec.own_subnet
-    elif action == Action.ANSWER:  # an ARP reply for our VTEP, back to the asking peer
-        assert reason == Drop.NONE
-        (addr, frame) = data
-        assert addr == (src_ip, codec.port) and len(frame) == HEADROOM + ARP_LEN
-        assert decode_vxlan_header(frame) == codec.vni
-        assert decode_ethernet(frame[VXLAN_HEADER_LEN:])[1:] == (codec.own_mac, 0x0806)
-        reply = decode_arp(frame[HEADROOM:])
-        assert (reply.op, reply.sender_ip) == (ARP_REPLY, codec.vtep_ip)
-        assert bytes(buf) == before
-    else:
-        assert action == Action.DROP and reason != Drop.NONE and data is None
-        assert bytes(buf) == before
+    assert int(outcome(verdict)[1]) in DROP_REASONS
+    match verdict:
+        case Write(data):
+            assert isinstance(data, int) and 20 <= data <= n - HEADROOM
+            packet = memoryview(buf)[HEADROOM:HEADROOM + data]
+            assert check_ipv4(packet, data) == data
+            assert IPv4Address(bytes(packet[16:20])) in codec.own_subnet
+        case Answer(addr, frame):  # an ARP reply for our VTEP, back to the asking peer
+            assert addr == (src_ip, codec.port) and len(frame) == HEADROOM + ARP_LEN
+            assert decode_vxlan_header(frame) == codec.vni
+            assert decode_ethernet(frame[VXLAN_HEADER_LEN:])[1:] == (codec.own_mac, 0x0806)
+            reply = decode_arp(frame[HEADROOM:])
+            assert (reply.op, reply.sender_ip) == (ARP_REPLY, codec.vtep_ip)
+            assert bytes(buf) == before
+        case Dropped(reason):
+            assert reason != Drop.NONE
+            assert bytes(buf) == before
+        case _:
+            raise AssertionError(f"not a vxlan from_net verdict: {verdict!r}")
 
 
 def run_udp_from_tun(packet: bytes) -> Verdict:
@@ -863,16 +870,16 @@ def test_vxlan_codec_from_net_never_raises(datagram: bytes, src_ip: str,
 def test_the_seeds_reach_every_deep_path() -> None:
     """Unmutated, the seeds take every branch past the first checks: the mutators start
     from there, so the fuzzer is not stuck at "runt" or "not a peer"."""
-    tun_udp = {run_udp_from_tun(p)[0] for p in OUTBOUND}
-    assert tun_udp == {Action.SEND, Action.REPLY, Action.SEND_MANY}
-    assert {run_vxlan_from_tun(p)[0] for p in OUTBOUND} == {Action.SEND, Action.DROP}
-    net_udp = {run_udp_from_net(p, PUBLIC_B)[:2] for p in INBOUND}
-    assert (Action.WRITE, Drop.NONE) in net_udp and (Action.DROP, Drop.TTL_EXPIRED) in net_udp
+    tun_udp = {type(run_udp_from_tun(p)) for p in OUTBOUND}
+    assert tun_udp == {Send, Reply, SendMany}
+    assert {type(run_vxlan_from_tun(p)) for p in OUTBOUND} == {Send, Dropped}
+    net_udp = {outcome(run_udp_from_net(p, PUBLIC_B)) for p in INBOUND}
+    assert (Write, Drop.NONE) in net_udp and (Dropped, Drop.TTL_EXPIRED) in net_udp
     outcomes = [run_vxlan_from_net(frame, PUBLIC_B) for frame in FRAMES]
-    reasons = {verdict[:2] for verdict, _codec in outcomes}
-    assert {(Action.WRITE, Drop.NONE), (Action.ANSWER, Drop.NONE), (Action.DROP, Drop.WRONG_VNI),
-            (Action.DROP, Drop.WRONG_MAC), (Action.DROP, Drop.NOT_FOR_US),
-            (Action.DROP, Drop.NOT_IPV4), (Action.DROP, Drop.TTL_EXPIRED)} <= reasons
+    reasons = {outcome(verdict) for verdict, _codec in outcomes}
+    assert {(Write, Drop.NONE), (Answer, Drop.NONE), (Dropped, Drop.WRONG_VNI),
+            (Dropped, Drop.WRONG_MAC), (Dropped, Drop.NOT_FOR_US),
+            (Dropped, Drop.NOT_IPV4), (Dropped, Drop.TTL_EXPIRED)} <= reasons
     assert sum(codec.checksums_completed for _verdict, codec in outcomes) == 2
     assert config_or_error('{"network":"10.5.0.0/16","BACKEND":{"type":"VXLAN"}}') is not None
     assert attrs_or_error('{"publicip":"10.0.0.1","BACKENDDATA":{"VNI":1}}') is not None

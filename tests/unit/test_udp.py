@@ -15,7 +15,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, UDP, IPOption
 from scapy.layers.inet6 import IPv6
 
-from backends._datapath import Action, Drop, Verdict
+from backends._codec import Drop, Dropped, Reply, Route, Send, SendMany, Verdict, Write
 from backends.udp import DEFAULT_PORT, UDPCodec, UDPConfig
 from flanneld.errors import ConfigError
 from lease.config import BackendSpec
@@ -28,6 +28,8 @@ from tests.codecs import (
     PUBLIC_C,
     UDP_MTU,
     make_udp_codec,
+    outcome,
+    typed,
 )
 from tests.scapy_ref import (
     assert_intact_but_ttl,
@@ -43,7 +45,7 @@ SEED: Final = 8285
 MTU: Final = UDP_MTU
 SLACK: Final = 64  # the engine's buffer is larger than any packet: n, not len(buf), counts
 
-FORWARDED: Final = {Action.SEND, Action.SEND_MANY, Action.WRITE}
+FORWARDED: Final = {Send, SendMany, Write}
 
 
 make_codec = make_udp_codec
@@ -75,21 +77,22 @@ def test_from_tun_sends_to_the_peer_with_ttl_decremented(dst: str, route: tuple[
                                                          ttl: int, proto: str) -> None:
     packet = inner(dst=dst, ttl=ttl, proto=proto)
     buf, n = load(packet)
-    assert make_codec().from_tun(buf, n) == (Action.SEND, Drop.NONE, route)
+    assert typed(make_codec().from_tun(buf, n)) == typed(Send(route))
     assert bytes(buf[:n]) == scapy_reencode(packet, ttl=ttl - 1)
     assert buf[n:] == bytearray(b"\xa5" * SLACK)
 
 
 def test_from_tun_uses_the_configured_port() -> None:
     buf, n = load(inner())
-    assert make_codec(port=9000).from_tun(buf, n) == (Action.SEND, Drop.NONE, (PUBLIC_B, 9000))
+    assert typed(make_codec(port=9000).from_tun(buf, n)) == typed(Send((PUBLIC_B, 9000)))
 
 
 @pytest.mark.parametrize("size", [20, 28, 576, MTU])
 def test_from_tun_packet_of_up_to_mtu_is_one_datagram(size: int) -> None:
     packet = inner(size=size) if size >= 28 else bytes(IP(src="10.5.1.7", dst="10.5.2.9"))
     buf, n = load(packet)
-    assert make_codec().from_tun(buf, n)[:2] == (Action.SEND, Drop.NONE)
+    verdict = make_codec().from_tun(buf, n)
+    assert isinstance(verdict, Send) and verdict.flow == 0
 
 
 # --- from_tun: no route -----------------------------------------------------------------
@@ -100,8 +103,9 @@ def test_from_tun_packet_of_up_to_mtu_is_one_datagram(size: int) -> None:
 def test_from_tun_no_route_replies_net_unreachable(dst: str, proto: str) -> None:
     packet = inner(dst=dst, proto=proto, ttl=30)
     buf, n = load(packet)
-    action, reason, reply = make_codec().from_tun(buf, n)
-    assert (action, reason) == (Action.REPLY, Drop.NO_ROUTE)
+    verdict = make_codec().from_tun(buf, n)
+    assert isinstance(verdict, Reply) and verdict.reason == Drop.NO_ROUTE
+    reply = verdict.packet
     assert isinstance(reply, bytes)
     parsed = IP(reply)
     assert (parsed.src, parsed.dst, parsed.ttl, parsed.proto) == ("10.5.1.0", "10.5.1.7", 8, 1)
@@ -116,8 +120,9 @@ def test_from_tun_no_route_reply_comes_from_own_subnet_address() -> None:
     codec = make_codec(own=IPv4Network("10.244.17.0/24"),
                        peers=((IPv4Network("10.244.18.0/24"), PUBLIC_B),))
     buf, n = load(inner(src="10.244.17.33", dst="10.244.99.1"))
-    action, reason, reply = codec.from_tun(buf, n)
-    assert (action, reason) == (Action.REPLY, Drop.NO_ROUTE)
+    verdict = codec.from_tun(buf, n)
+    assert isinstance(verdict, Reply) and verdict.reason == Drop.NO_ROUTE
+    reply = verdict.packet
     assert (IP(reply).src, IP(reply).dst) == ("10.244.17.0", "10.244.17.33")
 
 
@@ -128,13 +133,12 @@ def test_from_tun_no_route_reply_comes_from_own_subnet_address() -> None:
 ])
 def test_from_tun_no_route_without_icmp_error_drops(packet: bytes) -> None:
     buf, n = load(packet)
-    assert make_codec().from_tun(buf, n) == (Action.DROP, Drop.NO_ROUTE, None)
+    assert typed(make_codec().from_tun(buf, n)) == typed(Dropped(Drop.NO_ROUTE))
 
 
 def test_from_tun_with_no_peers_at_all() -> None:
     buf, n = load(inner())
-    action, reason, _ = make_codec(peers=()).from_tun(buf, n)
-    assert (action, reason) == (Action.REPLY, Drop.NO_ROUTE)
+    assert outcome(make_codec(peers=()).from_tun(buf, n)) == (Reply, Drop.NO_ROUTE)
 
 
 # --- from_tun: TTL ----------------------------------------------------------------------
@@ -145,8 +149,9 @@ def test_from_tun_with_no_peers_at_all() -> None:
 def test_from_tun_ttl_expired_replies_time_exceeded(ttl: int, proto: str) -> None:
     packet = inner(ttl=ttl, proto=proto)
     buf, n = load(packet)
-    action, reason, reply = make_codec().from_tun(buf, n)
-    assert (action, reason) == (Action.REPLY, Drop.TTL_EXPIRED)
+    verdict = make_codec().from_tun(buf, n)
+    assert isinstance(verdict, Reply) and verdict.reason == Drop.TTL_EXPIRED
+    reply = verdict.packet
     parsed = IP(reply)
     assert (parsed.src, parsed.dst, parsed.ttl) == ("10.5.1.0", "10.5.1.7", 8)
     assert (parsed[ICMP].type, parsed[ICMP].code) == (11, 0)
@@ -158,7 +163,7 @@ def test_from_tun_ttl_expired_replies_time_exceeded(ttl: int, proto: str) -> Non
 
 def test_from_tun_ttl_expired_icmp_is_dropped() -> None:
     buf, n = load(inner(ttl=1, proto="icmp"))
-    assert make_codec().from_tun(buf, n) == (Action.DROP, Drop.TTL_EXPIRED, None)
+    assert typed(make_codec().from_tun(buf, n)) == typed(Dropped(Drop.TTL_EXPIRED))
 
 
 # --- from_tun: runts, not IPv4 ----------------------------------------------------------
@@ -167,8 +172,8 @@ def test_from_tun_ttl_expired_icmp_is_dropped() -> None:
 @pytest.mark.parametrize("n", range(20))
 def test_from_tun_runt(n: int) -> None:
     buf, _ = load(inner())
-    assert make_codec().from_tun(buf, n) == (Action.DROP, Drop.RUNT, None)
-    assert make_codec().from_tun(bytearray(inner()[:n]), n) == (Action.DROP, Drop.RUNT, None)
+    assert typed(make_codec().from_tun(buf, n)) == typed(Dropped(Drop.RUNT))
+    assert typed(make_codec().from_tun(bytearray(inner()[:n]), n)) == typed(Dropped(Drop.RUNT))
 
 
 @pytest.mark.parametrize("packet", [
@@ -180,7 +185,7 @@ def test_from_tun_runt(n: int) -> None:
 ])
 def test_from_tun_not_ipv4(packet: bytes) -> None:
     buf, n = load(packet)
-    assert make_codec().from_tun(buf, n) == (Action.DROP, Drop.NOT_IPV4, None)
+    assert typed(make_codec().from_tun(buf, n)) == typed(Dropped(Drop.NOT_IPV4))
 
 
 # --- from_tun: larger than one datagram may carry ---------------------------------------
@@ -190,8 +195,9 @@ def test_from_tun_not_ipv4(packet: bytes) -> None:
 def test_from_tun_oversized_with_df_replies_fragmentation_needed(mtu: int) -> None:
     packet = inner(size=1472, flags="DF", ttl=40)
     buf, n = load(packet)
-    action, reason, reply = make_codec(mtu=mtu).from_tun(buf, n)
-    assert (action, reason) == (Action.REPLY, Drop.OVERSIZED)
+    verdict = make_codec(mtu=mtu).from_tun(buf, n)
+    assert isinstance(verdict, Reply) and verdict.reason == Drop.OVERSIZED
+    reply = verdict.packet
     parsed = IP(reply)
     assert (parsed.src, parsed.dst, parsed.ttl) == ("10.5.1.0", "10.5.1.7", 8)
     assert (parsed[ICMP].type, parsed[ICMP].code) == (3, 4)
@@ -210,12 +216,12 @@ def test_from_tun_oversized_with_df_replies_fragmentation_needed(mtu: int) -> No
 def test_from_tun_oversized_without_df_sends_fragments(mtu: int, size: int) -> None:
     packet = inner(size=size, ttl=40)
     buf, n = load(packet)
-    action, reason, data = make_codec(mtu=mtu).from_tun(buf, n)
+    verdict = make_codec(mtu=mtu).from_tun(buf, n)
     if size <= mtu:
-        assert (action, reason) == (Action.SEND, Drop.NONE)
+        assert isinstance(verdict, Send) and verdict.flow == 0
         return
-    assert (action, reason) == (Action.SEND_MANY, Drop.OVERSIZED)
-    route, pieces = data
+    assert isinstance(verdict, SendMany) and verdict.reason == Drop.OVERSIZED
+    route, pieces = verdict.addr, verdict.datagrams
     assert route == (PUBLIC_B, DEFAULT_PORT)
     assert len(pieces) >= 2
     offset = 0
@@ -238,16 +244,17 @@ def test_from_tun_oversized_without_df_sends_fragments(mtu: int, size: int) -> N
 
 def test_from_tun_one_byte_over_mtu() -> None:
     buf, n = load(inner(size=MTU + 1))
-    action, reason, (route, pieces) = make_codec().from_tun(buf, n)
-    assert (action, reason, route) == (Action.SEND_MANY, Drop.OVERSIZED, (PUBLIC_B, 8285))
-    assert len(pieces) == 2
+    verdict = make_codec().from_tun(buf, n)
+    assert isinstance(verdict, SendMany)
+    assert (verdict.reason, verdict.addr) == (Drop.OVERSIZED, (PUBLIC_B, 8285))
+    assert len(verdict.datagrams) == 2
 
 
 def test_from_tun_oversized_ttl_expired_and_no_route_come_first() -> None:
     buf, n = load(inner(size=3000, ttl=1))
-    assert make_codec().from_tun(buf, n)[:2] == (Action.REPLY, Drop.TTL_EXPIRED)
+    assert outcome(make_codec().from_tun(buf, n)) == (Reply, Drop.TTL_EXPIRED)
     buf, n = load(inner(size=3000, dst="10.5.9.9"))
-    assert make_codec().from_tun(buf, n)[:2] == (Action.REPLY, Drop.NO_ROUTE)
+    assert outcome(make_codec().from_tun(buf, n)) == (Reply, Drop.NO_ROUTE)
 
 
 def oversized_with_ihl(ihl: int, tail: int) -> bytearray:
@@ -266,7 +273,7 @@ def oversized_with_ihl(ihl: int, tail: int) -> bytearray:
 def test_from_tun_malformed_oversized_packet_is_dropped(packet: bytearray) -> None:
     """The kernel never writes such packets, but a codec never raises nor sends garbage."""
     buf, n = load(bytes(packet))
-    assert make_codec(mtu=576).from_tun(buf, n) == (Action.DROP, Drop.MALFORMED, None)
+    assert typed(make_codec(mtu=576).from_tun(buf, n)) == typed(Dropped(Drop.MALFORMED))
 
 
 # --- from_net ---------------------------------------------------------------------------
@@ -287,7 +294,7 @@ VALID_INBOUND: Final = [
 @pytest.mark.parametrize("sender", [PUBLIC_B, PUBLIC_C])
 def test_from_net_writes_with_ttl_decremented(packet: bytes, sender: str) -> None:
     buf, n = load(packet)
-    assert make_codec().from_net(buf, n, sender) == (Action.WRITE, Drop.NONE, len(packet))
+    assert typed(make_codec().from_net(buf, n, sender)) == typed(Write(len(packet)))
     assert bytes(buf[:n]) == scapy_reencode(packet, ttl=IP(packet).ttl - 1)
 
 
@@ -295,8 +302,7 @@ def test_from_net_writes_with_ttl_decremented(packet: bytes, sender: str) -> Non
 def test_from_net_datagram_longer_than_its_packet(extra: int) -> None:
     packet = inner(src="10.5.2.9", dst="10.5.1.7")
     buf = bytearray(packet + b"\x00" * extra)
-    assert make_codec().from_net(buf, len(buf), PUBLIC_B) == (Action.WRITE, Drop.NONE,
-                                                              len(packet))
+    assert typed(make_codec().from_net(buf, len(buf), PUBLIC_B)) == typed(Write(len(packet)))
 
 
 @pytest.mark.parametrize("sender", ["192.168.0.99", "10.5.2.9", "192.168.0.20", "0.0.0.0",
@@ -304,7 +310,7 @@ def test_from_net_datagram_longer_than_its_packet(extra: int) -> None:
 def test_from_net_unknown_sender(sender: str) -> None:
     packet = inner(src="10.5.2.9", dst="10.5.1.7")
     buf, n = load(packet)
-    assert make_codec().from_net(buf, n, sender) == (Action.DROP, Drop.NOT_PEER, None)
+    assert typed(make_codec().from_net(buf, n, sender)) == typed(Dropped(Drop.NOT_PEER))
     assert bytes(buf[:n]) == packet
 
 
@@ -313,7 +319,7 @@ def test_from_net_unknown_sender(sender: str) -> None:
 def test_from_net_not_our_subnet(dst: str) -> None:
     packet = inner(src="10.5.2.9", dst=dst)
     buf, n = load(packet)
-    assert make_codec().from_net(buf, n, PUBLIC_B) == (Action.DROP, Drop.NOT_OUR_SUBNET, None)
+    assert typed(make_codec().from_net(buf, n, PUBLIC_B)) == typed(Dropped(Drop.NOT_OUR_SUBNET))
     assert bytes(buf[:n]) == packet
 
 
@@ -344,24 +350,24 @@ MALFORMED: Final = [
 @pytest.mark.parametrize(("case", "packet"), MALFORMED, ids=[case for case, _ in MALFORMED])
 def test_from_net_malformed(case: str, packet: bytes) -> None:
     buf, n = load(packet)
-    assert make_codec().from_net(buf, n, PUBLIC_B) == (Action.DROP, Drop.MALFORMED, None)
+    assert typed(make_codec().from_net(buf, n, PUBLIC_B)) == typed(Dropped(Drop.MALFORMED))
 
 
 @pytest.mark.parametrize("packet", VALID_INBOUND)
 def test_from_net_every_truncation_is_dropped(packet: bytes) -> None:
     codec = make_codec()
     for n in range(len(packet)):
-        assert codec.from_net(bytearray(packet[:n]), n, PUBLIC_B) == (Action.DROP,
-                                                                      Drop.MALFORMED, None)
+        assert typed(codec.from_net(bytearray(packet[:n]), n, PUBLIC_B)) == typed(
+            Dropped(Drop.MALFORMED))
         buf, _ = load(packet)
-        assert codec.from_net(buf, n, PUBLIC_B) == (Action.DROP, Drop.MALFORMED, None)
+        assert typed(codec.from_net(buf, n, PUBLIC_B)) == typed(Dropped(Drop.MALFORMED))
 
 
 @pytest.mark.parametrize("ttl", [0, 1])
 def test_from_net_ttl_expired(ttl: int) -> None:
     packet = inner(src="10.5.2.9", dst="10.5.1.7", ttl=ttl)
     buf, n = load(packet)
-    assert make_codec().from_net(buf, n, PUBLIC_B) == (Action.DROP, Drop.TTL_EXPIRED, None)
+    assert typed(make_codec().from_net(buf, n, PUBLIC_B)) == typed(Dropped(Drop.TTL_EXPIRED))
     assert bytes(buf[:n]) == packet
 
 
@@ -370,8 +376,9 @@ def test_from_net_ttl_expired(ttl: int) -> None:
 
 def test_add_peer_fills_routes_and_peers() -> None:
     codec = make_codec()
-    assert codec.routes == {int(PEER_B.network_address): (PUBLIC_B, 8285),
-                            int(PEER_C.network_address): (PUBLIC_C, 8285)}
+    assert codec.routes == {
+        int(PEER_B.network_address): Route((PUBLIC_B, 8285), b"", Send((PUBLIC_B, 8285))),
+        int(PEER_C.network_address): Route((PUBLIC_C, 8285), b"", Send((PUBLIC_C, 8285)))}
     assert codec.peers == {PUBLIC_B: 1, PUBLIC_C: 1}
 
 
@@ -384,17 +391,17 @@ def test_two_subnets_of_one_public_ip() -> None:
     codec.remove_peer(PEER_B)
     assert PUBLIC_B in codec.peers
     buf, n = load(inbound)
-    assert codec.from_net(buf, n, PUBLIC_B)[0] == Action.WRITE
+    assert isinstance(codec.from_net(buf, n, PUBLIC_B), Write)
     buf, n = load(inner(dst="10.5.7.1"))
-    assert codec.from_tun(buf, n) == (Action.SEND, Drop.NONE, (PUBLIC_B, 8285))
+    assert typed(codec.from_tun(buf, n)) == typed(Send((PUBLIC_B, 8285)))
     buf, n = load(inner(dst="10.5.2.9"))
-    assert codec.from_tun(buf, n)[:2] == (Action.REPLY, Drop.NO_ROUTE)
+    assert outcome(codec.from_tun(buf, n)) == (Reply, Drop.NO_ROUTE)
 
     codec.remove_peer(second)
     assert codec.peers == {}
     assert codec.routes == {}
     buf, n = load(inbound)
-    assert codec.from_net(buf, n, PUBLIC_B) == (Action.DROP, Drop.NOT_PEER, None)
+    assert typed(codec.from_net(buf, n, PUBLIC_B)) == typed(Dropped(Drop.NOT_PEER))
 
 
 @pytest.mark.parametrize("subnet", ["10.5.4.0/25", "10.5.0.0/16", "10.5.4.0/23",
@@ -405,7 +412,7 @@ def test_add_peer_refuses_another_prefix_length(subnet: str) -> None:
     assert codec.add_peer(IPv4Network(subnet), IPv4Address("192.168.0.9")) is False
     assert (codec.routes, codec.peers) == (routes, peers)
     buf, n = load(inner(src="10.5.4.1", dst="10.5.1.7"))
-    assert codec.from_net(buf, n, "192.168.0.9") == (Action.DROP, Drop.NOT_PEER, None)
+    assert typed(codec.from_net(buf, n, "192.168.0.9")) == typed(Dropped(Drop.NOT_PEER))
 
 
 def test_lease_moving_to_another_public_ip() -> None:
@@ -413,9 +420,9 @@ def test_lease_moving_to_another_public_ip() -> None:
     assert codec.add_peer(PEER_B, IPv4Address("192.168.0.22"))
     assert codec.peers == {"192.168.0.22": 1, PUBLIC_C: 1}
     buf, n = load(inner(dst="10.5.2.9"))
-    assert codec.from_tun(buf, n) == (Action.SEND, Drop.NONE, ("192.168.0.22", 8285))
+    assert typed(codec.from_tun(buf, n)) == typed(Send(("192.168.0.22", 8285)))
     buf, n = load(inner(src="10.5.2.9", dst="10.5.1.7"))
-    assert codec.from_net(buf, n, PUBLIC_B) == (Action.DROP, Drop.NOT_PEER, None)
+    assert typed(codec.from_net(buf, n, PUBLIC_B)) == typed(Dropped(Drop.NOT_PEER))
 
 
 def test_add_peer_twice_is_idempotent() -> None:
@@ -439,30 +446,33 @@ def test_remove_unknown_peer_is_a_no_op() -> None:
 
 
 def check_tun_verdict(codec: UDPCodec, verdict: Verdict, n: int) -> None:
-    action, reason, data = verdict
-    assert action in {Action.DROP, Action.REPLY, Action.SEND, Action.SEND_MANY}
-    assert reason in set(Drop)
-    if action == Action.DROP:
-        assert data is None and reason != Drop.NONE
-    elif action == Action.REPLY:
-        assert isinstance(data, bytes)
-        assert check_ipv4(data, len(data)) == len(data)
-        assert IP(data).proto == 1
-    elif action == Action.SEND:
-        assert data in codec.routes.values() and reason == Drop.NONE and n <= codec.mtu
-    else:
-        route, pieces = data
-        assert route in codec.routes.values()
-        assert all(isinstance(piece, bytes) and len(piece) <= codec.mtu for piece in pieces)
+    addrs = {route.addr for route in codec.routes.values()}
+    match verdict:
+        case Dropped(reason):
+            assert reason in set(Drop) and reason != Drop.NONE
+        case Reply(data, reason):
+            assert reason in set(Drop)
+            assert isinstance(data, bytes)
+            assert check_ipv4(data, len(data)) == len(data)
+            assert IP(data).proto == 1
+        case Send(addr, flow):
+            assert addr in addrs and flow == 0 and n <= codec.mtu
+        case SendMany(route, pieces, reason):
+            assert reason in set(Drop)
+            assert route in addrs
+            assert all(isinstance(piece, bytes) and len(piece) <= codec.mtu for piece in pieces)
+        case _:
+            raise AssertionError(f"not a from_tun verdict: {verdict!r}")
 
 
 def check_net_verdict(verdict: Verdict, n: int) -> None:
-    action, reason, data = verdict
-    assert action in {Action.DROP, Action.WRITE}
-    if action == Action.DROP:
-        assert data is None and reason != Drop.NONE
-    else:
-        assert reason == Drop.NONE and 20 <= data <= n
+    match verdict:
+        case Dropped(reason):
+            assert reason != Drop.NONE
+        case Write(length):
+            assert 20 <= length <= n
+        case _:
+            raise AssertionError(f"not a from_net verdict: {verdict!r}")
 
 
 @pytest.mark.parametrize("mtu", [MTU, 576])
@@ -515,10 +525,10 @@ def hosts(mtu: int = MTU) -> tuple[UDPCodec, UDPCodec]:
 def test_pair_a_to_b(packet: bytes) -> None:
     host_a, host_b = hosts()
     buf_a, n = load(packet)
-    assert host_a.from_tun(buf_a, n) == (Action.SEND, Drop.NONE, (PUBLIC_B, DEFAULT_PORT))
+    assert typed(host_a.from_tun(buf_a, n)) == typed(Send((PUBLIC_B, DEFAULT_PORT)))
     datagram = bytes(buf_a[:n])  # what goes on the wire: the bare inner packet
     buf_b, m = load(datagram)
-    assert host_b.from_net(buf_b, m, OWN_PUBLIC) == (Action.WRITE, Drop.NONE, len(packet))
+    assert typed(host_b.from_net(buf_b, m, OWN_PUBLIC)) == typed(Write(len(packet)))
     out = bytes(buf_b[: len(packet)])
     assert_intact_but_ttl(packet, out, 2)
     assert out == scapy_reencode(packet, ttl=packet[8] - 2)
@@ -529,18 +539,18 @@ def test_pair_b_to_a(ttl: int) -> None:
     host_a, host_b = hosts()
     packet = inner(src="10.5.2.9", dst="10.5.1.7", proto="tcp", size=500, ttl=ttl)
     buf_b, n = load(packet)
-    assert host_b.from_tun(buf_b, n) == (Action.SEND, Drop.NONE, (OWN_PUBLIC, DEFAULT_PORT))
+    assert typed(host_b.from_tun(buf_b, n)) == typed(Send((OWN_PUBLIC, DEFAULT_PORT)))
     buf_a, m = load(bytes(buf_b[:n]))
-    assert host_a.from_net(buf_a, m, PUBLIC_B) == (Action.WRITE, Drop.NONE, len(packet))
+    assert typed(host_a.from_net(buf_a, m, PUBLIC_B)) == typed(Write(len(packet)))
     assert_intact_but_ttl(packet, bytes(buf_a[:n]), 2)
 
 
 def test_pair_ttl_two_expires_at_b() -> None:
     host_a, host_b = hosts()
     buf_a, n = load(inner(ttl=2))
-    assert host_a.from_tun(buf_a, n)[0] == Action.SEND
+    assert isinstance(host_a.from_tun(buf_a, n), Send)
     buf_b, m = load(bytes(buf_a[:n]))
-    assert host_b.from_net(buf_b, m, OWN_PUBLIC) == (Action.DROP, Drop.TTL_EXPIRED, None)
+    assert typed(host_b.from_net(buf_b, m, OWN_PUBLIC)) == typed(Dropped(Drop.TTL_EXPIRED))
 
 
 def test_pair_b_refuses_what_a_sends_from_an_unknown_address() -> None:
@@ -548,7 +558,7 @@ def test_pair_b_refuses_what_a_sends_from_an_unknown_address() -> None:
     buf_a, n = load(inner())
     host_a.from_tun(buf_a, n)
     buf_b, m = load(bytes(buf_a[:n]))
-    assert host_b.from_net(buf_b, m, "192.168.0.66") == (Action.DROP, Drop.NOT_PEER, None)
+    assert typed(host_b.from_net(buf_b, m, "192.168.0.66")) == typed(Dropped(Drop.NOT_PEER))
 
 
 @pytest.mark.parametrize("mtu", [576, 1000])
@@ -556,12 +566,14 @@ def test_pair_fragments_reassemble_at_b(mtu: int) -> None:
     host_a, host_b = hosts(mtu=mtu)
     packet = inner(size=3000, ttl=50)
     buf_a, n = load(packet)
-    action, reason, (route, pieces) = host_a.from_tun(buf_a, n)
-    assert (action, reason, route) == (Action.SEND_MANY, Drop.OVERSIZED, (PUBLIC_B, 8285))
+    verdict = host_a.from_tun(buf_a, n)
+    assert isinstance(verdict, SendMany)
+    assert (verdict.reason, verdict.addr) == (Drop.OVERSIZED, (PUBLIC_B, 8285))
+    pieces = verdict.datagrams
     written: list[bytes] = []
     for piece in pieces:
         buf_b, m = load(piece)
-        assert host_b.from_net(buf_b, m, OWN_PUBLIC) == (Action.WRITE, Drop.NONE, len(piece))
+        assert typed(host_b.from_net(buf_b, m, OWN_PUBLIC)) == typed(Write(len(piece)))
         out = bytes(buf_b[:m])
         assert IP(out).ttl == 48
         assert header_checksum_ok(out)

@@ -20,7 +20,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from backends._datapath import Action, Drop, Verdict
+from backends._codec import Answer, Drop, Dropped, Send, Verdict, Write
 from backends.vxlan import Peer, VXLANCodec, VXLANConfig, peer_of, random_vtep_mac
 from flanneld.errors import ConfigError
 from lease.config import BackendSpec
@@ -39,6 +39,8 @@ from tests.codecs import (
     VNI,
     VXLAN_MTU,
     make_vxlan_codec,
+    outcome,
+    typed,
 )
 from tests.scapy_ref import (
     assert_intact_but_ttl,
@@ -303,8 +305,8 @@ def test_from_tun_encapsulates_for_the_peer(dst: str, public_ip: str, mac: str, 
                                             proto: str) -> None:
     packet = inner(dst=dst, ttl=ttl, proto=proto)
     buf, n = load_tun(packet)
-    assert make_codec().from_tun(buf, n) == (Action.SEND, flow_hash(packet),
-                                             (public_ip, VXLAN_PORT))
+    assert typed(make_codec().from_tun(buf, n)) == typed(Send((public_ip, VXLAN_PORT),
+                                                              flow_hash(packet)))
     datagram = bytes(buf[:HEADROOM + n])
     parsed = VXLAN(datagram)
     assert (int(parsed.flags), parsed.vni) == (0x08, VNI)
@@ -320,15 +322,15 @@ def test_from_tun_header_is_the_kernels(vni: int) -> None:
     """Byte for byte what flannel.<VNI> sends: scapy builds the same 22 bytes."""
     packet = inner(size=300, proto="tcp")
     buf, n = load_tun(packet)
-    action, _, _ = make_codec(vni=vni).from_tun(buf, n)
-    assert action == Action.SEND
+    assert isinstance(make_codec(vni=vni).from_tun(buf, n), Send)
     expected = kernel_frame(scapy_reencode(packet, ttl=63), vni=vni, dst=MAC_B, src=OWN_MAC)
     assert bytes(buf[:HEADROOM + n]) == expected
 
 
 def test_from_tun_uses_the_configured_port() -> None:
     buf, n = load_tun(inner())
-    assert make_codec(port=4789).from_tun(buf, n)[2] == (PUBLIC_B, 4789)
+    verdict = make_codec(port=4789).from_tun(buf, n)
+    assert isinstance(verdict, Send) and verdict.addr == (PUBLIC_B, 4789)
 
 
 def test_from_tun_flow_hash_follows_the_flow() -> None:
@@ -337,9 +339,9 @@ def test_from_tun_flow_hash_follows_the_flow() -> None:
     for sport in range(32768, 32868, 2):
         packet = bytes(IP(src="10.5.1.7", dst="10.5.2.9") / TCP(sport=sport, dport=443))
         buf, n = load_tun(packet)
-        action, reason, _ = codec.from_tun(buf, n)
-        assert (action, reason) == (Action.SEND, flow_hash(packet))
-        hashes.add(reason % 8)
+        verdict = codec.from_tun(buf, n)
+        assert isinstance(verdict, Send) and verdict.flow == flow_hash(packet)
+        hashes.add(verdict.flow % 8)
     assert hashes == set(range(8))
 
 
@@ -358,21 +360,21 @@ def test_from_tun_reads_nothing_beyond_n(packet: bytes) -> None:
         buf = bytearray([FILL] * HEADROOM) + bytearray(packet) + bytearray(stale * SLACK)
         verdicts.add(make_codec().from_tun(buf, len(packet)))
     assert len(verdicts) == 1
-    action, _, route = verdicts.pop()
-    assert (action, route) == (Action.SEND, (PUBLIC_B, VXLAN_PORT))
+    verdict = verdicts.pop()
+    assert isinstance(verdict, Send) and verdict.addr == (PUBLIC_B, VXLAN_PORT)
 
 
 @pytest.mark.parametrize("size", [20, 28, 576, MTU])
 def test_from_tun_packet_of_up_to_mtu_is_sent(size: int) -> None:
     packet = inner(size=size) if size >= 28 else bytes(IP(src="10.5.1.7", dst="10.5.2.9"))
     buf, n = load_tun(packet)
-    assert make_codec().from_tun(buf, n)[0] == Action.SEND
+    assert isinstance(make_codec().from_tun(buf, n), Send)
 
 
 def assert_dropped(codec: VXLANCodec, packet: bytes, reason: Drop, n: int | None = None) -> None:
     buf, size = load_tun(packet)
     before = bytes(buf)
-    assert codec.from_tun(buf, size if n is None else n) == (Action.DROP, reason, None)
+    assert typed(codec.from_tun(buf, size if n is None else n)) == typed(Dropped(reason))
     assert bytes(buf) == before  # neither rewritten nor encapsulated
 
 
@@ -380,7 +382,7 @@ def assert_dropped(codec: VXLANCodec, packet: bytes, reason: Drop, n: int | None
 def test_from_tun_runt(n: int) -> None:
     assert_dropped(make_codec(), inner(), Drop.RUNT, n)
     exact = bytearray([FILL] * HEADROOM) + bytearray(inner()[:n])
-    assert make_codec().from_tun(exact, n) == (Action.DROP, Drop.RUNT, None)
+    assert typed(make_codec().from_tun(exact, n)) == typed(Dropped(Drop.RUNT))
 
 
 @pytest.mark.parametrize("packet", [
@@ -437,7 +439,7 @@ def test_from_net_accepts_the_kernels_frame(packet: bytes, dst_mac: str, sender:
     assert datagram[:HEADROOM] == bytes.fromhex("0800000000000100") + parse_mac(dst_mac) \
         + parse_mac(src_mac) + b"\x08\x00"
     buf, n = load_net(datagram)
-    assert make_codec().from_net(buf, n, sender) == (Action.WRITE, Drop.NONE, len(packet))
+    assert typed(make_codec().from_net(buf, n, sender)) == typed(Write(len(packet)))
     out = bytes(buf[HEADROOM:HEADROOM + len(packet)])
     assert out == scapy_reencode(packet, ttl=IP(packet).ttl - 1)
     assert header_checksum_ok(out)
@@ -447,7 +449,7 @@ def test_from_net_accepts_the_kernels_frame(packet: bytes, dst_mac: str, sender:
 @pytest.mark.parametrize("vni", [0, 42, 0xABCDEF])
 def test_from_net_with_another_vni(vni: int) -> None:
     buf, n = load_net(kernel_frame(inbound(), vni=vni))
-    assert make_codec(vni=vni).from_net(buf, n, PUBLIC_B)[0] == Action.WRITE
+    assert isinstance(make_codec(vni=vni).from_net(buf, n, PUBLIC_B), Write)
 
 
 @pytest.mark.parametrize("extra", [1, 7, 100])
@@ -455,7 +457,7 @@ def test_from_net_frame_longer_than_its_packet(extra: int) -> None:
     """Ethernet padding after the inner packet is not written into the TUN."""
     packet = inbound(size=28)
     buf, n = load_net(kernel_frame(packet) + b"\x00" * extra)
-    assert make_codec().from_net(buf, n, PUBLIC_B) == (Action.WRITE, Drop.NONE, len(packet))
+    assert typed(make_codec().from_net(buf, n, PUBLIC_B)) == typed(Write(len(packet)))
 
 
 def test_from_net_of_a_memoryview_segment() -> None:
@@ -464,7 +466,7 @@ def test_from_net_of_a_memoryview_segment() -> None:
     whole = bytearray(first + second)
     segment = memoryview(whole)[len(first):]
     codec = make_codec()
-    assert codec.from_net(segment, len(second), PUBLIC_B) == (Action.WRITE, Drop.NONE, 200)
+    assert typed(codec.from_net(segment, len(second), PUBLIC_B)) == typed(Write(200))
     assert bytes(whole[:len(first)]) == first
     assert IP(bytes(whole[len(first) + HEADROOM:])).ttl == 8
     assert header_checksum_ok(bytes(whole[len(first) + HEADROOM:]))
@@ -474,7 +476,7 @@ def assert_net_dropped(datagram: bytes, reason: Drop, sender: str = PUBLIC_B,
                        codec: VXLANCodec | None = None) -> None:
     buf, n = load_net(datagram)
     before = bytes(buf)
-    assert (codec or make_codec()).from_net(buf, n, sender) == (Action.DROP, reason, None)
+    assert typed((codec or make_codec()).from_net(buf, n, sender)) == typed(Dropped(reason))
     assert bytes(buf) == before
 
 
@@ -560,9 +562,9 @@ def test_from_net_answers_arp_for_our_vtep(dst_mac: str, sender: str, src_mac: s
     request = kernel_frame(arp_request(sender_ip=sender_ip, sender_mac=src_mac), vni=vni,
                            dst=dst_mac, src=src_mac)
     buf, n = load_net(request)
-    action, reason, data = make_codec(vni=vni).from_net(buf, n, sender)
-    assert (action, reason) == (Action.ANSWER, Drop.NONE)
-    address, frame = data
+    verdict = make_codec(vni=vni).from_net(buf, n, sender)
+    assert isinstance(verdict, Answer)
+    address, frame = verdict.addr, verdict.frame
     assert address == (sender, VXLAN_PORT)
     assert isinstance(frame, bytes)
     parsed = VXLAN(frame)
@@ -581,18 +583,18 @@ def test_from_net_answers_arp_for_our_vtep(dst_mac: str, sender: str, src_mac: s
 
 def test_from_net_arp_answer_uses_the_configured_port() -> None:
     buf, n = load_net(kernel_frame(arp_request(), dst="ff:ff:ff:ff:ff:ff"))
-    action, _, data = make_codec(port=4789).from_net(buf, n, PUBLIC_B)
-    assert action == Action.ANSWER
-    assert data[0] == (PUBLIC_B, 4789)
+    verdict = make_codec(port=4789).from_net(buf, n, PUBLIC_B)
+    assert isinstance(verdict, Answer)
+    assert verdict.addr == (PUBLIC_B, 4789)
 
 
 def test_from_net_arp_answer_follows_the_own_subnet() -> None:
     own = IPv4Network("10.244.17.0/24")
     codec = make_codec(own=own)
     buf, n = load_net(kernel_frame(arp_request(target="10.244.17.0"), dst="ff:ff:ff:ff:ff:ff"))
-    action, _, data = codec.from_net(buf, n, PUBLIC_B)
-    assert action == Action.ANSWER
-    assert VXLAN(data[1])[ARP].psrc == "10.244.17.0"
+    verdict = codec.from_net(buf, n, PUBLIC_B)
+    assert isinstance(verdict, Answer)
+    assert VXLAN(verdict.frame)[ARP].psrc == "10.244.17.0"
 
 
 @pytest.mark.parametrize("target", ["10.5.1.7", "10.5.1.255", "10.5.2.0", "10.5.3.0",
@@ -623,12 +625,12 @@ TRUNCATED: Final = [
 def test_from_net_every_truncation_is_dropped(datagram: bytes) -> None:
     codec = make_codec()
     buf, n = load_net(datagram)
-    assert codec.from_net(bytearray(buf), n, PUBLIC_B)[0] in {Action.WRITE, Action.ANSWER}
+    assert isinstance(codec.from_net(bytearray(buf), n, PUBLIC_B), Write | Answer)
     for length in range(len(datagram)):
-        expected = (Action.DROP, Drop.MALFORMED, None)
-        assert codec.from_net(bytearray(datagram[:length]), length, PUBLIC_B) == expected
-        assert codec.from_net(buf, length, PUBLIC_B) == expected
-        assert codec.from_net(memoryview(buf)[:length], length, PUBLIC_B) == expected
+        expected = typed(Dropped(Drop.MALFORMED))
+        assert typed(codec.from_net(bytearray(datagram[:length]), length, PUBLIC_B)) == expected
+        assert typed(codec.from_net(buf, length, PUBLIC_B)) == expected
+        assert typed(codec.from_net(memoryview(buf)[:length], length, PUBLIC_B)) == expected
     assert bytes(buf[:n]) == datagram
 
 
@@ -636,31 +638,31 @@ ROUTES: Final = {(PUBLIC_B, VXLAN_PORT), (PUBLIC_C, VXLAN_PORT)}
 
 
 def check_tun_verdict(buf: bytearray, verdict: Verdict, n: int) -> None:
-    action, reason, data = verdict
-    assert action in {Action.DROP, Action.SEND}
-    if action == Action.DROP:
-        assert data is None and reason in set(Drop) and reason != Drop.NONE
-    else:
-        assert data in ROUTES
-        assert isinstance(reason, int) and 0 <= reason <= 0xFFFFFFFF
-        assert 20 <= n <= MTU
-        mac = MAC_B if data[0] == PUBLIC_B else MAC_C
-        assert bytes(buf[:HEADROOM]) == kernel_frame(b"", dst=mac, src=OWN_MAC, type=0x0800)
+    match verdict:
+        case Dropped(reason):
+            assert reason in set(Drop) and reason != Drop.NONE
+        case Send(addr, flow):
+            assert addr in ROUTES
+            assert isinstance(flow, int) and 0 <= flow <= 0xFFFFFFFF
+            assert 20 <= n <= MTU
+            mac = MAC_B if addr[0] == PUBLIC_B else MAC_C
+            assert bytes(buf[:HEADROOM]) == kernel_frame(b"", dst=mac, src=OWN_MAC, type=0x0800)
+        case _:
+            raise AssertionError(f"not a from_tun verdict: {verdict!r}")
 
 
 def check_net_verdict(verdict: Verdict, n: int) -> None:
-    action, reason, data = verdict
-    assert action in {Action.DROP, Action.WRITE, Action.ANSWER}
-    if action == Action.DROP:
-        assert data is None and reason in set(Drop) and reason != Drop.NONE
-    elif action == Action.WRITE:
-        assert reason == Drop.NONE and 20 <= data <= n - HEADROOM
-    else:
-        assert reason == Drop.NONE
-        address, frame = data
-        assert address == (PUBLIC_B, VXLAN_PORT)
-        assert isinstance(frame, bytes) and len(frame) == HEADROOM + 28
-        assert VXLAN(frame)[ARP].op == 2
+    match verdict:
+        case Dropped(reason):
+            assert reason in set(Drop) and reason != Drop.NONE
+        case Write(length):
+            assert 20 <= length <= n - HEADROOM
+        case Answer(address, frame):
+            assert address == (PUBLIC_B, VXLAN_PORT)
+            assert isinstance(frame, bytes) and len(frame) == HEADROOM + 28
+            assert VXLAN(frame)[ARP].op == 2
+        case _:
+            raise AssertionError(f"not a from_net verdict: {verdict!r}")
 
 
 def test_random_garbage_never_raises() -> None:
@@ -692,7 +694,7 @@ def plausible_ipv4(rng: random.Random, length: int, dst_prefix: bytes) -> bytear
 def test_plausible_garbage_from_tun_never_raises() -> None:
     rng = random.Random(SEED + 1)
     codec = make_codec()
-    seen: set[int] = set()
+    seen: set[tuple[type[Verdict], Drop]] = set()
     for _ in range(3000):
         length = rng.randrange(0, 1601)
         data = plausible_ipv4(rng, length, bytes([10, 5, rng.choice([1, 2, 3, 4])])) \
@@ -700,8 +702,9 @@ def test_plausible_garbage_from_tun_never_raises() -> None:
         buf = bytearray(HEADROOM) + data
         verdict = codec.from_tun(buf, length)
         check_tun_verdict(buf, verdict, length)
-        seen.add(verdict[0] if verdict[0] != Action.DROP else 100 + verdict[1])
-    assert {Action.SEND, 100 + Drop.RUNT, 100 + Drop.NO_ROUTE, 100 + Drop.OVERSIZED} <= seen
+        seen.add(outcome(verdict))
+    assert {(Send, Drop.NONE), (Dropped, Drop.RUNT), (Dropped, Drop.NO_ROUTE),
+            (Dropped, Drop.OVERSIZED)} <= seen
 
 
 def test_plausible_garbage_from_net_never_raises() -> None:
@@ -709,7 +712,7 @@ def test_plausible_garbage_from_net_never_raises() -> None:
     payloads: the checks after the header are exercised, not only the first one."""
     rng = random.Random(SEED + 2)
     codec = make_codec()
-    seen: set[int] = set()
+    seen: set[tuple[type[Verdict], Drop]] = set()
     for _ in range(4000):
         length = rng.randrange(0, 1601 - HEADROOM)
         ethertype = rng.choice([0x0800, 0x0800, 0x0806, 0x86DD, rng.randrange(65536)])
@@ -732,9 +735,10 @@ def test_plausible_garbage_from_net_never_raises() -> None:
         buf, n = load_net(datagram[:cut])
         verdict = codec.from_net(buf, n, PUBLIC_B)
         check_net_verdict(verdict, n)
-        seen.add(verdict[0] if verdict[0] != Action.DROP else 100 + verdict[1])
-    assert {Action.WRITE, Action.ANSWER, 100 + Drop.MALFORMED, 100 + Drop.NOT_IPV4,
-            100 + Drop.NOT_OUR_SUBNET, 100 + Drop.NOT_FOR_US} <= seen
+        seen.add(outcome(verdict))
+    assert {(Write, Drop.NONE), (Answer, Drop.NONE), (Dropped, Drop.MALFORMED),
+            (Dropped, Drop.NOT_IPV4), (Dropped, Drop.NOT_OUR_SUBNET),
+            (Dropped, Drop.NOT_FOR_US)} <= seen
 
 
 # --- the pair test: A's from_tun feeds B's from_net -------------------------------------
@@ -753,10 +757,11 @@ def hosts(vni: int = VNI, mtu: int = MTU) -> tuple[VXLANCodec, VXLANCodec]:
 def test_pair_a_to_b(packet: bytes, vni: int) -> None:
     host_a, host_b = hosts(vni=vni)
     buf_a, n = load_tun(packet)
-    assert host_a.from_tun(buf_a, n) == (Action.SEND, flow_hash(packet), (PUBLIC_B, VXLAN_PORT))
+    assert typed(host_a.from_tun(buf_a, n)) == typed(Send((PUBLIC_B, VXLAN_PORT),
+                                                          flow_hash(packet)))
     datagram = bytes(buf_a[:HEADROOM + n])  # what goes on the wire after outer IPv4/UDP
     buf_b, m = load_net(datagram)
-    assert host_b.from_net(buf_b, m, OWN_PUBLIC) == (Action.WRITE, Drop.NONE, len(packet))
+    assert typed(host_b.from_net(buf_b, m, OWN_PUBLIC)) == typed(Write(len(packet)))
     assert_intact_but_ttl(packet, bytes(buf_b[HEADROOM:HEADROOM + len(packet)]), 2)
 
 
@@ -765,36 +770,36 @@ def test_pair_b_to_a(ttl: int) -> None:
     host_a, host_b = hosts()
     packet = inner(src="10.5.2.9", dst="10.5.1.7", proto="tcp", size=500, ttl=ttl)
     buf_b, n = load_tun(packet)
-    assert host_b.from_tun(buf_b, n) == (Action.SEND, flow_hash(packet),
-                                         (OWN_PUBLIC, VXLAN_PORT))
+    assert typed(host_b.from_tun(buf_b, n)) == typed(Send((OWN_PUBLIC, VXLAN_PORT),
+                                                          flow_hash(packet)))
     buf_a, m = load_net(bytes(buf_b[:HEADROOM + n]))
-    assert host_a.from_net(buf_a, m, PUBLIC_B) == (Action.WRITE, Drop.NONE, len(packet))
+    assert typed(host_a.from_net(buf_a, m, PUBLIC_B)) == typed(Write(len(packet)))
     assert_intact_but_ttl(packet, bytes(buf_a[HEADROOM:HEADROOM + n]), 2)
 
 
 def test_pair_ttl_two_expires_at_b() -> None:
     host_a, host_b = hosts()
     buf_a, n = load_tun(inner(ttl=2))
-    assert host_a.from_tun(buf_a, n)[0] == Action.SEND
+    assert isinstance(host_a.from_tun(buf_a, n), Send)
     buf_b, m = load_net(bytes(buf_a[:HEADROOM + n]))
-    assert host_b.from_net(buf_b, m, OWN_PUBLIC) == (Action.DROP, Drop.TTL_EXPIRED, None)
+    assert typed(host_b.from_net(buf_b, m, OWN_PUBLIC)) == typed(Dropped(Drop.TTL_EXPIRED))
 
 
 def test_pair_b_refuses_what_a_sends_from_an_unknown_address() -> None:
     host_a, host_b = hosts()
     buf_a, n = load_tun(inner())
-    assert host_a.from_tun(buf_a, n)[0] == Action.SEND
+    assert isinstance(host_a.from_tun(buf_a, n), Send)
     buf_b, m = load_net(bytes(buf_a[:HEADROOM + n]))
-    assert host_b.from_net(buf_b, m, "192.168.0.66") == (Action.DROP, Drop.NOT_PEER, None)
+    assert typed(host_b.from_net(buf_b, m, "192.168.0.66")) == typed(Dropped(Drop.NOT_PEER))
 
 
 def test_pair_vni_mismatch() -> None:
     host_a, _ = hosts(vni=1)
     _, host_b = hosts(vni=2)
     buf_a, n = load_tun(inner())
-    assert host_a.from_tun(buf_a, n)[0] == Action.SEND
+    assert isinstance(host_a.from_tun(buf_a, n), Send)
     buf_b, m = load_net(bytes(buf_a[:HEADROOM + n]))
-    assert host_b.from_net(buf_b, m, OWN_PUBLIC) == (Action.DROP, Drop.WRONG_VNI, None)
+    assert typed(host_b.from_net(buf_b, m, OWN_PUBLIC)) == typed(Dropped(Drop.WRONG_VNI))
 
 
 def test_pair_arp_answer_is_not_answered_again() -> None:
@@ -803,10 +808,11 @@ def test_pair_arp_answer_is_not_answered_again() -> None:
     buf, n = load_net(kernel_frame(arp_request(target="10.5.2.0", sender_ip=OWN_VTEP,
                                                sender_mac=OWN_MAC),
                                    dst="ff:ff:ff:ff:ff:ff", src=OWN_MAC))
-    action, _, (address, frame) = host_b.from_net(buf, n, OWN_PUBLIC)
-    assert (action, address) == (Action.ANSWER, (OWN_PUBLIC, VXLAN_PORT))
+    verdict = host_b.from_net(buf, n, OWN_PUBLIC)
+    assert isinstance(verdict, Answer) and verdict.addr == (OWN_PUBLIC, VXLAN_PORT)
+    frame = verdict.frame
     buf, n = load_net(frame)
-    assert host_a.from_net(buf, n, PUBLIC_B) == (Action.DROP, Drop.NOT_FOR_US, None)
+    assert typed(host_a.from_net(buf, n, PUBLIC_B)) == typed(Dropped(Drop.NOT_FOR_US))
 
 
 # --- the peer table ---------------------------------------------------------------------
@@ -815,15 +821,15 @@ def test_pair_arp_answer_is_not_answered_again() -> None:
 def sends_to(codec: VXLANCodec, dst: str) -> tuple[Any, bytes]:
     """from_tun's route for a packet to `dst` (None if dropped) and the header written."""
     buf, n = load_tun(inner(dst=dst))
-    action, _, data = codec.from_tun(buf, n)
-    return (data if action == Action.SEND else None), bytes(buf[:HEADROOM])
+    verdict = codec.from_tun(buf, n)
+    return (verdict.addr if isinstance(verdict, Send) else None), bytes(buf[:HEADROOM])
 
 
 def accepts_from(codec: VXLANCodec, sender: str) -> bool:
     buf, n = load_net(kernel_frame(inbound()))
     verdict = codec.from_net(buf, n, sender)
-    assert verdict[:2] in {(Action.WRITE, Drop.NONE), (Action.DROP, Drop.NOT_PEER)}
-    return verdict[0] == Action.WRITE
+    assert outcome(verdict) in {(Write, Drop.NONE), (Dropped, Drop.NOT_PEER)}
+    return isinstance(verdict, Write)
 
 
 def test_two_subnets_of_one_public_ip() -> None:

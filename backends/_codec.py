@@ -1,0 +1,216 @@
+"""What the userspace data planes' codecs share: the verdict a codec returns for a packet,
+the reasons a packet is dropped, and the peer table. Pure: no I/O, no clock.
+
+A codec (backends/udp.py's UDPCodec, backends/vxlan.py's VXLANCodec) makes every
+per-packet decision; an engine (backends/_datapath.py) moves the bytes and carries the
+verdicts out. The native fast path (backends/_native/) makes the same decisions in C: a
+codec says how to build its native twin (`native_spec`), and its peer table mirrors every
+change into that twin.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Final, NamedTuple, Protocol
+
+from flanneld.errors import ConfigError
+
+ENGINE_VARIABLE: Final = "FLANNELD_ENGINE"
+ENGINES: Final = ("auto", "native", "python")
+
+
+class Drop(enum.IntEnum):
+    """Why a packet was not forwarded. Counted per reason, never logged per packet. The
+    native fast path counts with the same numbers (backends/_native/fastpath.h)."""
+
+    NONE = 0
+    RUNT = 1
+    NOT_IPV4 = 2
+    MALFORMED = 3
+    NO_ROUTE = 4
+    TTL_EXPIRED = 5
+    NOT_PEER = 6
+    NOT_OUR_SUBNET = 7
+    OVERSIZED = 8
+    TUN_QUEUE_FULL = 9
+    SOCKET_QUEUE_FULL = 10
+    SEND_ERROR = 11
+    TUN_WRITE_ERROR = 12
+    WRONG_VNI = 13
+    WRONG_MAC = 14
+    NOT_FOR_US = 15
+    SLOW_QUEUE_FULL = 16  # the native path had more for the Python codec than it could hold
+
+
+Address = tuple[str, int]  # (PublicIP, UDP port)
+
+
+class Send(NamedTuple):
+    """Send the packet (rewritten in place: TTL, and for VXLAN the header in front) as one
+    datagram to `addr`; `flow` picks the sending socket (the UDP source port)."""
+
+    addr: Address
+    flow: int = 0
+
+
+class Write(NamedTuple):
+    """Write the inner packet, `length` bytes at the codec's headroom, into the TUN."""
+
+    length: int
+
+
+class Reply(NamedTuple):
+    """Write `packet` (an ICMP error about the packet) into the TUN; the packet itself is
+    counted as dropped for `reason`."""
+
+    packet: bytes
+    reason: Drop
+
+
+class SendMany(NamedTuple):
+    """Send each of `datagrams` (the packet's fragments) to `addr`; counted under `reason`."""
+
+    addr: Address
+    datagrams: list[bytes]
+    reason: Drop
+
+
+class Answer(NamedTuple):
+    """Send `frame` (e.g. an ARP reply) back over the network to `addr`."""
+
+    addr: Address
+    frame: bytes
+
+
+class Dropped(NamedTuple):
+    reason: Drop
+
+
+Verdict = Send | Write | Reply | SendMany | Answer | Dropped
+
+DROPPED: Final = {reason: Dropped(reason) for reason in Drop}  # built once, never per packet
+
+
+class Route(NamedTuple):
+    """What a codec keeps per peer subnet."""
+
+    addr: Address
+    header: bytes  # what goes in front of every inner packet (VXLAN + Ethernet), or b""
+    send: Send  # the verdict for the peer, built once (flow 0)
+
+
+class NativeTable(Protocol):
+    """The native codec's peer table (backends._fastpath.Codec), kept in step."""
+
+    def add(self, net: int, ip: int, port: int, header: bytes = b"") -> None: ...
+
+    def remove(self, net: int) -> None: ...
+
+
+class PeerTable:
+    """What a codec keeps per peer subnet (`routes`, keyed by the subnet's network address
+    as an int: all leases share SubnetLen, so a lookup is one mask and one probe) and how
+    many subnets each PublicIP holds (`peers`: "is this sender a peer?" in O(1))."""
+
+    def __init__(self, subnet_len: int) -> None:
+        self.subnet_len = subnet_len
+        self.routes: dict[int, Route] = {}
+        self.peers: dict[str, int] = {}
+        self._owners: dict[int, str] = {}
+        self._mirror: NativeTable | None = None
+
+    def add(self, subnet: IPv4Network, public_ip: IPv4Address, port: int,
+            header: bytes = b"") -> bool:
+        """False (and nothing stored) for a subnet of another prefix length."""
+        if subnet.prefixlen != self.subnet_len:
+            return False
+        self.remove(subnet)
+        key, ip = int(subnet.network_address), str(public_ip)
+        addr = (ip, port)
+        self.routes[key], self._owners[key] = Route(addr, header, Send(addr)), ip
+        self.peers[ip] = self.peers.get(ip, 0) + 1
+        if self._mirror is not None:
+            self._mirror.add(key, int(public_ip), port, header)
+        return True
+
+    def remove(self, subnet: IPv4Network) -> None:
+        if subnet.prefixlen != self.subnet_len:
+            return  # add() never took it
+        key = int(subnet.network_address)
+        ip = self._owners.pop(key, None)
+        if ip is None:
+            return
+        del self.routes[key]
+        left = self.peers[ip] - 1
+        if left:
+            self.peers[ip] = left
+        else:
+            del self.peers[ip]
+        if self._mirror is not None:
+            self._mirror.remove(key)
+
+    def entries(self) -> Iterator[tuple[int, int, int, bytes]]:
+        """(network, PublicIP, port, header) of every peer subnet, as the native table
+        takes them."""
+        for key, route in self.routes.items():
+            yield key, int(IPv4Address(route.addr[0])), route.addr[1], route.header
+
+    def mirror(self, table: NativeTable) -> None:
+        """Fill `table` with every peer and keep it in step from now on."""
+        for key, ip, port, header in self.entries():
+            table.add(key, ip, port, header)
+        self._mirror = table
+
+
+class NativeKind(enum.IntEnum):
+    """Which codec the native fast path runs (backends/_native/fastpath.h's fp_kind)."""
+
+    UDP = 0
+    VXLAN = 1
+
+
+@dataclass(frozen=True, slots=True)
+class NativeSpec:
+    """How to build a codec's native twin: the same parameters, the same decisions."""
+
+    kind: NativeKind
+    own_net: int
+    subnet_len: int
+    mtu: int
+    vni: int = 0
+    own_mac: bytes = bytes(6)
+
+
+class Codec(Protocol):
+    """Pure per-packet decisions. May rewrite `buf` in place (TTL, encapsulation).
+
+    The inner packet sits at `headroom` in both directions: the engine reads the TUN into
+    buf[headroom:] so that an encapsulating codec writes its header in front, in place, and
+    a received datagram's inner packet starts at `headroom`."""
+
+    headroom: int
+
+    def from_tun(self, buf: bytearray | memoryview, n: int) -> Verdict: ...
+
+    def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict: ...
+
+
+class NativeCodec(Codec, Protocol):
+    """A codec the native fast path can stand in for."""
+
+    table: PeerTable
+
+    def native_spec(self) -> NativeSpec: ...
+
+
+def engine_choice(environ: Mapping[str, str]) -> str:
+    """FLANNELD_ENGINE: auto (the default: native where it is built), native (required) or
+    python; ConfigError for anything else."""
+    value = environ.get(ENGINE_VARIABLE, "").strip().lower() or "auto"
+    if value not in ENGINES:
+        raise ConfigError(f"{ENGINE_VARIABLE} must be one of {', '.join(ENGINES)}, "
+                          f"not {environ[ENGINE_VARIABLE]!r}")
+    return value
