@@ -43,6 +43,22 @@ def lab() -> Iterator[Lab]:
     assert not lab.workdir.exists(), f"{lab.workdir} left behind (etcd's data is 62 MB)"
 
 
+@pytest.fixture(params=["native", "python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The userspace data planes' engine for every daemon the test starts: the native fast
+    path, or the Python engine it falls back to (FLANNELD_ENGINE, which daemons inherit)."""
+    monkeypatch.setenv("FLANNELD_ENGINE", request.param)
+    return str(request.param)
+
+
+def engine_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> str:
+    """A parameter like "udp-python": FLANNELD_ENGINE=python for the test, "udp" returned;
+    without the suffix the native engine."""
+    base = variant.removesuffix("-python")
+    monkeypatch.setenv("FLANNELD_ENGINE", "native" if base == variant else "python")
+    return base
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ import pytest
 
 from flanneld.lab import Host, Lab, wait_for
 from flanneld.subnet_env import format_subnet_env, write_atomic
+from tests.integration.conftest import engine_variant
 
 from .conftest import HOST_GW
 
@@ -219,8 +220,11 @@ def test_host_gw_refuses_to_run_behind_nat(lab: Lab) -> None:
     assert "behind NAT" in log and "Traceback" not in log
 
 
-@pytest.mark.parametrize("backend", ["host-gw", "udp", "vxlan", "vxlan-userspace"])
-def test_the_lab_command_passes_ping_and_iperf3(backend: str) -> None:
+@pytest.mark.parametrize("variant", ["host-gw", "udp", "udp-python", "vxlan", "vxlan-userspace",
+                                     "vxlan-userspace-python"])
+def test_the_lab_command_passes_ping_and_iperf3(variant: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = engine_variant(monkeypatch, variant)
     args = ["--backend", "vxlan", "--dataplane", "userspace"] \
         if backend == "vxlan-userspace" else ["--backend", backend]
     result = subprocess.run([sys.executable, "-m", "flanneld.lab", "--json", "--seconds", "2",
@@ -478,13 +482,15 @@ def test_a_ping_across_a_restart_loses_at_most_two_packets(lab: Lab, backend: st
     assert sent - received <= 2, summary
 
 
-@pytest.mark.parametrize(("backend", "device"), [
-    ("udp", "flannel0"), ("vxlan", "flannel.1"), ("vxlan-userspace", "flannel.1")])
+@pytest.mark.parametrize(("variant", "device"), [
+    ("udp", "flannel0"), ("udp-python", "flannel0"), ("vxlan", "flannel.1"),
+    ("vxlan-userspace", "flannel.1"), ("vxlan-userspace-python", "flannel.1")])
 def test_a_deleted_device_ends_the_daemon_with_one_line_and_a_restart_heals(
-        lab: Lab, backend: str, device: str) -> None:
+        lab: Lab, variant: str, device: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Somebody deletes our device: the daemon says so in one line and exits 1 within
     seconds (systemd's Restart=on-failure starts it over), keeping its lease; started again
     it makes the device again and carries traffic."""
+    backend = engine_variant(monkeypatch, variant)
     config: dict[str, object] = {"Type": backend.removesuffix("-userspace")}
     if backend == "vxlan-userspace":
         config["Dataplane"] = "userspace"

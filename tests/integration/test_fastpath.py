@@ -38,6 +38,8 @@ with socket.create_connection((sys.argv[1], 5300), timeout=30) as conn, \\
     conn.sendfile(source)
 """
 
+pytestmark = pytest.mark.usefixtures("engine")  # each test with both engines
+
 
 def start(lab: Lab, backend: dict[str, Any], *flags: Sequence[str]) -> list[Host]:
     """One host per entry of `flags` (that host's extra daemon flags), each with a container."""

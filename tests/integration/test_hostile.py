@@ -88,6 +88,8 @@ BACKENDS = {
     "vxlan-userspace": ({"Type": "vxlan", "Dataplane": "userspace"}, 8472),
 }
 
+pytestmark = pytest.mark.usefixtures("engine")  # each test with both engines
+
 
 def udp_rcvbuf_errors(lab: Lab, ns: str) -> int:
     out = lab.exec(ns, "nstat", "-az", "UdpRcvbufErrors").stdout.split()

@@ -8,10 +8,14 @@ import time
 from functools import partial
 from ipaddress import IPv4Network
 
+import pytest
+
 from flanneld.lab import Host, Lab, wait_for
 
 UDP = {"Network": "10.5.0.0/16", "Backend": {"Type": "udp"}}
 HEALTHZ = "-healthz-port=8471"
+
+pytestmark = pytest.mark.usefixtures("engine")  # each test with both engines
 
 
 def start_hosts(lab: Lab, count: int) -> list[Host]:
@@ -29,7 +33,7 @@ def flannel0_exists(lab: Lab, host: Host) -> bool:
     return lab.exec(host.ns, "ip", "link", "show", "flannel0", check=False).returncode == 0
 
 
-def test_three_hosts_ping_and_iperf3_in_every_direction(lab: Lab) -> None:
+def test_three_hosts_ping_and_iperf3_in_every_direction(lab: Lab, engine: str) -> None:
     hosts = start_hosts(lab, 3)
     env = hosts[0].subnet_env()
     assert env["FLANNEL_MTU"] == "1472"  # underlay 1500 - 28
@@ -43,6 +47,8 @@ def test_three_hosts_ping_and_iperf3_in_every_direction(lab: Lab) -> None:
                 wait_for(f"c{a.index}->c{b.index}", partial(lab.can_reach, a, b.container_ip))
                 assert lab.iperf(a, b, seconds=2) > 50e6
     counters = lab.counters(hosts[0])
+    assert counters["engine_native"] == (engine == "native")
+    assert f"engine={engine}" in hosts[0].log_file.read_text()
     assert counters["tx_packets"] > 1000 and counters["rx_packets"] > 1000
     assert counters["drop_not_peer"] == 0 and counters["drop_malformed"] == 0
 

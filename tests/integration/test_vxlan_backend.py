@@ -14,6 +14,7 @@ import pytest
 
 from flanneld.lab import Host, Lab, wait_for
 from flanneld.subnet_env import format_subnet_env, write_atomic
+from tests.integration.conftest import engine_variant
 
 NETWORK = IPv4Network("10.5.0.0/16")
 GO_SUBNET = IPv4Network("10.5.200.0/24")
@@ -73,8 +74,10 @@ def vxlan_tx_packets(lab: Lab, host: Host) -> int:
     return int(stats[0]["stats64"]["tx"]["packets"])
 
 
-@pytest.mark.parametrize("dataplane", ["kernel", "userspace"])
-def test_a_go_flannel_node_and_ours_exchange_traffic(lab: Lab, dataplane: str) -> None:
+@pytest.mark.parametrize("variant", ["kernel", "userspace", "userspace-python"])
+def test_a_go_flannel_node_and_ours_exchange_traffic(lab: Lab, variant: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    dataplane = engine_variant(monkeypatch, variant)
     lab.put_config(vxlan_config(Dataplane=dataplane))
     ours, go = lab.add_host(), lab.add_host()
     if dataplane == "userspace":
@@ -99,6 +102,7 @@ def test_a_go_flannel_node_and_ours_exchange_traffic(lab: Lab, dataplane: str) -
         assert counters["drop_not_peer"] == 0 and counters["rx_packets"] > 100
 
 
+@pytest.mark.usefixtures("engine")
 def test_kernel_userspace_and_go_nodes_all_reach_each_other(lab: Lab) -> None:
     lab.put_config(vxlan_config())
     kernel, userspace, go = lab.add_host(), lab.add_host(), lab.add_host()
