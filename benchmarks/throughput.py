@@ -5,10 +5,14 @@ Paths (container to container unless noted, MTU 1500 underlay):
   vxlan-kernel   a Linux VXLAN pair configured by hand (the reference: ratios are to it)
   host-gw        flanneld, host-gw backend
   vxlan          flanneld, vxlan backend, kernel data plane (target: within 5% of vxlan-kernel)
-  vxlan-userspace        flanneld, vxlan backend, userspace data plane, offloads on
-  vxlan-userspace-plain  the same with "Offload": false (one datagram per syscall)
-  udp            flanneld, udp backend (TUN TSO + UDP GSO/GRO, cut and joined in userspace)
-  udp-plain      the same with "Offload": false
+  vxlan-userspace        flanneld, vxlan backend, userspace data plane, offloads on, the
+                         native fast path (backends/_native/)
+  vxlan-userspace-python the same on the Python engine (FLANNELD_ENGINE=python)
+  vxlan-userspace-plain  native, with "Offload": false (one datagram per syscall)
+  udp            flanneld, udp backend (TUN TSO + UDP GSO/GRO, cut and joined in userspace),
+                 native fast path
+  udp-python     the same on the Python engine
+  udp-plain      native, with "Offload": false
   socat          `socat TUN<->UDP` carrying flannel's udp format (one packet per syscall)
   python-minimal the same job in the fewest lines of Python (benchmarks/minimal_forwarder.py:
                  uvloop, one packet per syscall, no checks): what Python costs on this machine
@@ -43,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from benchmarks import guarded
 from flanneld.lab import Host, Lab, LabError, wait_for
@@ -155,12 +159,12 @@ def kernel_vxlan(lab: Lab, a: Host, b: Host) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int,
+def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int, engine: str = "native",
              **options: Any) -> Iterator[None]:
     lab.etcdctl("del", "--prefix", "/coreos.com/network/subnets/")
     lab.put_config({"Network": str(NETWORK), "Backend": {"Type": backend, **options}})
     for host in (a, b):  # the old subnet.env steers each daemon back to its subnet
-        lab.start_daemon(host)
+        lab.start_daemon(host, env={"FLANNELD_ENGINE": engine})
     try:
         for host, subnet in ((a, SUBNETS[0]), (b, SUBNETS[1])):
             if lab.wait_ready(host) != subnet:
@@ -269,6 +273,34 @@ def chart(rows: Sequence[dict[str, Any]], target: Path) -> None:
     plt.close(figure)
 
 
+# the fast path's targets, each a ratio to kernel VXLAN in the same run: (metric, bound)
+TARGETS: Final = (
+    ("gbit_s_1", ">=", 0.6, "1 TCP stream"),
+    ("rtt_ms", "<=", 2.0, "ping RTT"),
+    ("pps_64", ">=", 0.9, "UDP packets/s at 64 B"),
+    ("cpu_per_gbit_s", "<=", 2.0, "CPU per Gbit/s"),
+)
+TARGET_PATHS: Final = ("udp", "vxlan-userspace")
+
+
+def targets(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target for each userspace path measured, as a ratio to vxlan-kernel's figure."""
+    by_path = {row["path"]: row for row in rows}
+    reference = by_path.get("vxlan-kernel")
+    if reference is None:
+        return []
+    checks = []
+    for path in TARGET_PATHS:
+        if path not in by_path:
+            continue
+        for metric, op, bound, label in TARGETS:
+            ratio = by_path[path][metric] / reference[metric]
+            met = ratio >= bound if op == ">=" else ratio <= bound
+            checks.append({"path": path, "metric": label, "ratio": ratio,
+                           "target": f"{op} {bound}x", "met": met})
+    return checks
+
+
 def median_of(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Each metric's median over repeated runs (and the spread of the 1-stream rate)."""
     merged = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
@@ -285,10 +317,13 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
         "vxlan-kernel": kernel_vxlan,
         "host-gw": lambda lab, a, b: flanneld(lab, a, b, "host-gw", 1500),
         "udp": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472),
+        "udp-python": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472, engine="python"),
         "udp-plain": lambda lab, a, b: flanneld(lab, a, b, "udp", 1472, Offload=False),
         "vxlan": lambda lab, a, b: flanneld(lab, a, b, "vxlan", 1450),
         "vxlan-userspace": lambda lab, a, b: flanneld(lab, a, b, "vxlan", 1450,
                                                       Dataplane="userspace"),
+        "vxlan-userspace-python": lambda lab, a, b: flanneld(
+            lab, a, b, "vxlan", 1450, engine="python", Dataplane="userspace"),
         "vxlan-userspace-plain": lambda lab, a, b: flanneld(
             lab, a, b, "vxlan", 1450, Dataplane="userspace", Offload=False),
         "socat": socat,
@@ -314,8 +349,14 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
         row["ratio_to_vxlan_kernel"] = row["gbit_s_1"] / reference
     print()
     print(_table(rows))
+    checks = targets(rows)
+    if checks:
+        print()
+        print(format_table(("path", "target", "x kernel VXLAN", "bound", "met"),
+                           [[c["path"], c["metric"], f"{c['ratio']:.2f}", c["target"],
+                             "yes" if c["met"] else "NO"] for c in checks]))
     report = {"seconds": seconds, "repeat": repeat, "kernel": platform.release(),
-              "cpus": os.cpu_count(), "paths": rows}
+              "cpus": os.cpu_count(), "paths": rows, "targets": checks}
     target = out or RESULTS / "throughput.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(report, indent=2) + "\n")
@@ -330,8 +371,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5, help="iperf3 duration per run")
     parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,vxlan,vxlan-userspace,"
-                                           "vxlan-userspace-plain,udp,udp-plain,socat,"
-                                           "python-minimal")
+                                           "vxlan-userspace-python,vxlan-userspace-plain,udp,"
+                                           "udp-python,udp-plain,socat,python-minimal")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path (medians)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)
