@@ -26,6 +26,9 @@ OPTIONS: Final[dict[str, str]] = {
     "vxlan": "backends.vxlan:VXLANConfig",
 }
 
+# backends that carry IPv4 only, as in flannel (its udp backend has no IPv6 data path)
+IPV4_ONLY: Final = frozenset({"udp"})
+
 __all__ = ["REGISTRY", "Backend", "BackendContext", "ExternalInterface", "create_backend",
            "check_backend"]
 
@@ -37,10 +40,18 @@ def check_backend(network: NetworkConfig) -> None:
     if kind not in REGISTRY:
         known = ", ".join(sorted(REGISTRY))
         raise ConfigError(f"network config: unknown backend type {kind!r} (known: {known})")
+    _check_family(network)
     target = OPTIONS.get(kind)
     if target is not None:
         module_name, class_name = target.split(":")
         getattr(importlib.import_module(module_name), class_name).from_spec(network.backend)
+
+
+def _check_family(network: NetworkConfig) -> None:
+    kind = network.backend.type
+    if network.enable_ipv6 and kind in IPV4_ONLY:
+        raise ConfigError(f"network config: the {kind} backend is IPv4-only, as in flannel, "
+                          "but EnableIPv6 is true; use vxlan or host-gw for IPv6")
 
 
 def create_backend(context: BackendContext) -> Backend:
@@ -50,6 +61,7 @@ def create_backend(context: BackendContext) -> Backend:
     if target is None:
         known = ", ".join(sorted(REGISTRY))
         raise ConfigError(f"network config: unknown backend type {kind!r} (known: {known})")
+    _check_family(context.network)
     module_name, class_name = target.split(":")
     factory = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = factory(context)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
 from lease.config import NetworkConfig
@@ -24,6 +24,8 @@ class ExternalInterface:
     address: IPv4Address  # the interface's own IPv4 address
     public_ip: IPv4Address  # -public-ip, or `address`
     mtu: int
+    address6: IPv6Address | None = None  # the interface's first IPv6 address (not link-local)
+    public_ipv6: IPv6Address | None = None  # -public-ipv6, or `address6`
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,13 @@ import socket
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final
 
 log = logging.getLogger(__name__)
+
+Network = IPv4Network | IPv6Network
+Address = IPv4Address | IPv6Address
 
 NLMSG_ERROR: Final = 2
 NLM_F_REQUEST: Final = 0x001
@@ -82,11 +85,16 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
-def _route(kind: int, dst: IPv4Network, gateway: IPv4Address, oif: int, proto: int,
+def _family(address: Network | Address) -> int:
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+
+
+def _route(kind: int, dst: Network, gateway: Address, oif: int, proto: int,
            onlink: bool, flags: int) -> Request:
+    """An IPv4 or (by `dst`) IPv6 route request; IPv6 onlink gateways need Linux >= 4.16."""
     scope, route_type = (RT_SCOPE_UNIVERSE, RTN_UNICAST) if kind == RTM_NEWROUTE \
         else (RT_SCOPE_NOWHERE, 0)
-    body = (_RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, MAIN_TABLE, proto, scope,
+    body = (_RTMSG.pack(_family(dst), dst.prefixlen, 0, 0, MAIN_TABLE, proto, scope,
                         route_type, RTNH_F_ONLINK if onlink else 0)
             + _attr(RTA_TABLE, _U32.pack(MAIN_TABLE))
             + _attr(RTA_DST, dst.network_address.packed)
@@ -95,41 +103,43 @@ def _route(kind: int, dst: IPv4Network, gateway: IPv4Address, oif: int, proto: i
     return Request(kind, body, f"route {dst} via {gateway}", flags)
 
 
-def route_replace(dst: IPv4Network, gateway: IPv4Address, oif: int, proto: int,
+def route_replace(dst: Network, gateway: Address, oif: int, proto: int,
                   onlink: bool = False) -> Request:
     """`ip route replace <dst> via <gateway> dev <oif> proto <proto> [onlink]`."""
     return _route(RTM_NEWROUTE, dst, gateway, oif, proto, onlink,
                   NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
 
 
-def route_delete(dst: IPv4Network, gateway: IPv4Address, oif: int, proto: int,
+def route_delete(dst: Network, gateway: Address, oif: int, proto: int,
                  onlink: bool = False) -> Request:
     """`ip route del <dst> via <gateway> dev <oif> proto <proto>`: the kernel matches the
     protocol too, so a route somebody else added for the same subnet stays."""
     return _route(RTM_DELROUTE, dst, gateway, oif, proto, onlink, DELETE)
 
 
-def neigh_replace(dst: IPv4Address, lladdr: bytes, ifindex: int) -> Request:
-    """`ip neigh replace <dst> lladdr <lladdr> dev <ifindex> nud permanent`."""
-    body = (_NDMSG.pack(socket.AF_INET, 0, 0, ifindex, NUD_PERMANENT, 0, 0)
+def neigh_replace(dst: Address, lladdr: bytes, ifindex: int) -> Request:
+    """`ip neigh replace <dst> lladdr <lladdr> dev <ifindex> nud permanent` (`ip -6 neigh`
+    for an IPv6 `dst`)."""
+    body = (_NDMSG.pack(_family(dst), 0, 0, ifindex, NUD_PERMANENT, 0, 0)
             + _attr(NDA_DST, dst.packed) + _attr(NDA_LLADDR, lladdr))
     return Request(RTM_NEWNEIGH, body, f"neighbour {dst}")
 
 
-def neigh_delete(dst: IPv4Address, ifindex: int) -> Request:
+def neigh_delete(dst: Address, ifindex: int) -> Request:
     """`ip neigh del <dst> dev <ifindex>`."""
-    body = _NDMSG.pack(socket.AF_INET, 0, 0, ifindex, 0, 0, 0) + _attr(NDA_DST, dst.packed)
+    body = _NDMSG.pack(_family(dst), 0, 0, ifindex, 0, 0, 0) + _attr(NDA_DST, dst.packed)
     return Request(RTM_DELNEIGH, body, f"neighbour {dst}", DELETE)
 
 
-def fdb_replace(lladdr: bytes, dst: IPv4Address, ifindex: int) -> Request:
-    """`bridge fdb replace <lladdr> dev <ifindex> dst <dst> self permanent`."""
+def fdb_replace(lladdr: bytes, dst: Address, ifindex: int) -> Request:
+    """`bridge fdb replace <lladdr> dev <ifindex> dst <dst> self permanent`; an IPv6 `dst`
+    (16 bytes of NDA_DST) for a VXLAN device with an IPv6 local address."""
     body = (_NDMSG.pack(AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT, NTF_SELF, 0)
             + _attr(NDA_LLADDR, lladdr) + _attr(NDA_DST, dst.packed))
     return Request(RTM_NEWNEIGH, body, f"fdb {lladdr.hex(':')} dst {dst}")
 
 
-def fdb_delete(lladdr: bytes, dst: IPv4Address, ifindex: int) -> Request:
+def fdb_delete(lladdr: bytes, dst: Address, ifindex: int) -> Request:
     """`bridge fdb del <lladdr> dev <ifindex> dst <dst> self`."""
     body = (_NDMSG.pack(AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT, NTF_SELF, 0)
             + _attr(NDA_LLADDR, lladdr) + _attr(NDA_DST, dst.packed))
@@ -215,23 +225,27 @@ NETLINK_GET_STRICT_CHK: Final = 12
 
 @dataclass(frozen=True, slots=True)
 class DumpedRoute:
-    dst: IPv4Network
-    gateway: IPv4Address | None
+    dst: Network
+    gateway: Address | None
     oif: int
     onlink: bool
 
 
-def dump_request(proto: int, sequence: int = 1) -> bytes:
-    """RTM_GETROUTE dump of the main table's IPv4 routes with protocol `proto` (the kernel
-    filters by it when the socket asks for strict checking, Linux >= 4.20)."""
-    body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, MAIN_TABLE, proto, 0, 0, 0)
+def dump_request(proto: int, sequence: int = 1, family: int = socket.AF_INET) -> bytes:
+    """RTM_GETROUTE dump of the main table's IPv4 (or `family` AF_INET6: IPv6) routes with
+    protocol `proto` (the kernel filters by it when the socket asks for strict checking,
+    Linux >= 4.20)."""
+    body = _RTMSG.pack(family, 0, 0, 0, MAIN_TABLE, proto, 0, 0, 0)
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETROUTE,
                           NLM_F_REQUEST | NLM_F_DUMP, sequence, 0) + body
 
 
-def parse_routes(data: bytes, proto: int) -> tuple[list[DumpedRoute], bool]:
-    """The main-table IPv4 routes with protocol `proto` in a dump's bytes, and whether the
-    dump ended (NLMSG_DONE) in them."""
+def parse_routes(data: bytes, proto: int,
+                 family_wanted: int = socket.AF_INET) -> tuple[list[DumpedRoute], bool]:
+    """The main-table IPv4 (or IPv6) routes with protocol `proto` in a dump's bytes, and
+    whether the dump ended (NLMSG_DONE) in them."""
+    width = 16 if family_wanted == socket.AF_INET6 else 4
+    network, address = (_network6, _address6) if width == 16 else (_network, _address)
     routes: list[DumpedRoute] = []
     for kind, body, end in _messages(data):
         if kind == NLMSG_DONE:
@@ -240,12 +254,13 @@ def parse_routes(data: bytes, proto: int) -> tuple[list[DumpedRoute], bool]:
             family, dst_len, _, _, table, protocol, _, _, flags = _RTMSG.unpack_from(data, body)
             attrs = _attrs(data, body + _RTMSG.size, end)
             table = _U32.unpack(attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else table
-            if family == socket.AF_INET and protocol == proto and table == MAIN_TABLE:
+            if family == family_wanted and protocol == proto and table == MAIN_TABLE:
                 gateway = attrs.get(RTA_GATEWAY)
                 oif = _U32.unpack(attrs[RTA_OIF][:4])[0] if RTA_OIF in attrs else 0
-                routes.append(DumpedRoute(_network(attrs.get(RTA_DST, b"\0\0\0\0")[:4],
-                                                   dst_len),
-                                          _address(gateway[:4]) if gateway else None,
+                dst = attrs.get(RTA_DST, bytes(width)).ljust(width, b"\0")[:width]
+                routes.append(DumpedRoute(network(dst, dst_len),
+                                          address(gateway[:width]) if gateway
+                                          and len(gateway) >= width else None,
                                           oif, bool(flags & RTNH_F_ONLINK)))
     return routes, False
 
@@ -273,6 +288,16 @@ def _address(packed: bytes) -> IPv4Address:
     return IPv4Address(packed)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _network6(packed: bytes, prefixlen: int) -> IPv6Network:
+    return IPv6Network((IPv6Address(packed), min(prefixlen, 128)), strict=False)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _address6(packed: bytes) -> IPv6Address:
+    return IPv6Address(packed)
+
+
 def _attrs(data: bytes, at: int, end: int) -> dict[int, bytes]:
     found: dict[int, bytes] = {}
     while at + _RTATTR.size <= end:
@@ -284,19 +309,19 @@ def _attrs(data: bytes, at: int, end: int) -> dict[int, bytes]:
     return found
 
 
-def dump_routes(proto: int) -> list[DumpedRoute]:
-    """Our routes (protocol `proto`, main table, IPv4), read straight from the kernel.
-    Blocking (run it in a worker thread); OSError if netlink is unusable."""
+def dump_routes(proto: int, family: int = socket.AF_INET) -> list[DumpedRoute]:
+    """Our routes (protocol `proto`, main table, IPv4 or `family`), read straight from the
+    kernel. Blocking (run it in a worker thread); OSError if netlink is unusable."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
         with contextlib.suppress(OSError):
             sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         sock.bind((0, 0))
-        sock.sendall(dump_request(proto))
+        sock.sendall(dump_request(proto, family=family))
         routes: list[DumpedRoute] = []
         done = False
         while not done:
-            found, done = parse_routes(sock.recv(1 << 20), proto)
+            found, done = parse_routes(sock.recv(1 << 20), proto, family)
             routes += found
         return routes
     finally:

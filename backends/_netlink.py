@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Final, TypeVar
 
 from pyroute2 import AsyncIPRoute
@@ -99,10 +99,14 @@ class Netlink:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    dst: IPv4Network
-    gateway: IPv4Address
+    dst: IPv4Network | IPv6Network
+    gateway: IPv4Address | IPv6Address
     oif: int
     onlink: bool = False
+
+
+def _family(route: Route) -> int:
+    return socket.AF_INET6 if route.dst.version == 6 else socket.AF_INET
 
 
 class RouteTable:
@@ -114,7 +118,7 @@ class RouteTable:
     async def replace(self, route: Route) -> None:
         kwargs: dict[str, Any] = {
             "dst": str(route.dst), "gateway": str(route.gateway), "oif": route.oif,
-            "proto": RTPROT_FLANNEL, "table": MAIN_TABLE,
+            "proto": RTPROT_FLANNEL, "table": MAIN_TABLE, "family": _family(route),
         }
         if route.onlink:
             kwargs["flags"] = 4  # RTNH_F_ONLINK
@@ -127,17 +131,20 @@ class RouteTable:
         try:
             await self._nl.call(lambda ipr: ipr.route(
                 "del", dst=str(route.dst), gateway=str(route.gateway), oif=route.oif,
-                proto=RTPROT_FLANNEL, table=MAIN_TABLE))  # ours only, as in bulk
+                proto=RTPROT_FLANNEL, table=MAIN_TABLE, family=_family(route)))  # ours only
         except NetlinkError as exc:
             if exc.code not in (3, 19):  # ESRCH, ENODEV: already gone
                 raise BackendError(f"delete route {route.dst}: {exc.args[-1]}") from None
 
-    async def ours(self) -> list[Route]:
-        """The IPv4 routes with our protocol number (and a gateway) in the main table: read
-        with one raw netlink dump (backends/_bulk.py), which costs a fraction of pyroute2's
-        parsing when there are thousands."""
+    async def ours(self, ipv6: bool = False) -> list[Route]:
+        """The IPv4 routes (and with `ipv6` the IPv6 ones too) with our protocol number and
+        a gateway in the main table: read with one raw netlink dump per family
+        (backends/_bulk.py), which costs a fraction of pyroute2's parsing when there are
+        thousands."""
         try:
             dumped = await asyncio.to_thread(dump_routes, RTPROT_FLANNEL)
+            if ipv6:
+                dumped += await asyncio.to_thread(dump_routes, RTPROT_FLANNEL, socket.AF_INET6)
         except OSError as exc:
             raise BackendError(f"reading the routing table: {exc.strerror}") from None
         return [Route(dst=r.dst, gateway=r.gateway, oif=r.oif, onlink=r.onlink)

@@ -2,6 +2,9 @@
 
 Works only when every host is on one L2 segment. Refuses to start behind NAT (a public IP
 that is not the interface's own). Routes are re-checked every 10 s and repaired.
+
+With EnableIPv6 (flannel's GetV6Route): also `<IPv6 subnet> via <PublicIPv6> dev <iface>`
+for each peer whose lease has both; an IPv4-only peer gets its IPv4 route only.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Final
 
 from flanneld.errors import BackendError
@@ -33,8 +36,21 @@ def desired_route(lease: Lease, oif: int) -> Route | None:
     return Route(lease.subnet, lease.attrs.public_ip, oif)
 
 
+def desired_route6(lease: Lease, oif: int) -> Route | None:
+    """The IPv6 route of a dual-stack host-gw lease (its IPv6 subnet via its PublicIPv6),
+    or None: not host-gw, or an IPv4-only lease (flannel would dereference the missing
+    PublicIPv6)."""
+    if lease.attrs.backend_type != BACKEND_TYPE or lease.ipv6_subnet is None \
+            or lease.attrs.public_ipv6 is None:
+        return None
+    return Route(lease.ipv6_subnet, lease.attrs.public_ipv6, oif)
+
+
+Subnet = IPv4Network | IPv6Network
+
+
 def plan_resync(
-    desired: Mapping[IPv4Network, Route], actual: Sequence[Route]
+    desired: Mapping[Subnet, Route], actual: Sequence[Route]
 ) -> tuple[list[Route], list[Route]]:
     """(routes to (re)install, routes of ours to delete) to make `actual` equal `desired`."""
     have = {route.dst: route for route in actual}
@@ -51,9 +67,15 @@ class HostGWBackend:
                 f"host-gw cannot work behind NAT: public IP {context.iface.public_ip} is not "
                 f"the address of {context.iface.name} ({context.iface.address})"
             )
+        self._ipv6 = context.network.enable_ipv6
+        public6, own6 = context.iface.public_ipv6, context.iface.address6
+        if self._ipv6 and public6 is not None and own6 is not None and public6 != own6:
+            raise BackendError(
+                f"host-gw cannot work behind NAT: public IPv6 {public6} is not the address "
+                f"of {context.iface.name} ({own6})")
         self._netlink = Netlink()
         self._routes = RouteTable(self._netlink)
-        self._desired: dict[IPv4Network, Route] = {}
+        self._desired: dict[Subnet, Route] = {}
         self._synced = asyncio.Event()
         self._counters = {"routes_installed": 0, "routes_deleted": 0, "route_errors": 0,
                           "resync_repairs": 0}
@@ -63,7 +85,8 @@ class HostGWBackend:
         return self._iface.mtu
 
     async def lease_attrs(self, previous: LeaseAttrs | None) -> LeaseAttrs:
-        return LeaseAttrs(public_ip=self._iface.public_ip, backend_type=BACKEND_TYPE)
+        return LeaseAttrs(public_ip=self._iface.public_ip, backend_type=BACKEND_TYPE,
+                          public_ipv6=self._iface.public_ipv6 if self._ipv6 else None)
 
     async def start(self, lease: Lease) -> None:
         log.info("host-gw ready subnet=%s iface=%s", lease.subnet, self._iface.name)
@@ -71,14 +94,18 @@ class HostGWBackend:
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
         """Bring the kernel to the batch's final state: per subnet, the route its last
         event asks for, or none."""
-        before: dict[IPv4Network, Route | None] = {}
+        before: dict[Subnet, Route | None] = {}
         for event in events:
-            subnet = event.lease.subnet
-            old = self._desired.pop(subnet, None)
-            before.setdefault(subnet, old)
-            new = desired_route(event.lease, self._iface.index)
-            if event.kind is EventKind.ADDED and new is not None:
-                self._desired[subnet] = new
+            wanted: list[tuple[Subnet, Route | None]] = [
+                (event.lease.subnet, desired_route(event.lease, self._iface.index))]
+            if self._ipv6 and event.lease.ipv6_subnet is not None:
+                wanted.append((event.lease.ipv6_subnet,
+                               desired_route6(event.lease, self._iface.index)))
+            for subnet, new in wanted:
+                old = self._desired.pop(subnet, None)
+                before.setdefault(subnet, old)
+                if event.kind is EventKind.ADDED and new is not None:
+                    self._desired[subnet] = new
         install = [self._desired[s] for s in before if s in self._desired]
         delete = [old for s, old in before.items() if old is not None and s not in self._desired]
         await self._change(install, delete)
@@ -133,7 +160,7 @@ class HostGWBackend:
 
     async def resync(self) -> int:
         """Repair missing or changed routes and delete stale ones of ours; how many fixed."""
-        install, delete = plan_resync(self._desired, await self._routes.ours())
+        install, delete = plan_resync(self._desired, await self._routes.ours(self._ipv6))
         await self._change(install, delete)
         fixed = len(install) + len(delete)
         if fixed:

@@ -15,6 +15,10 @@ Two data planes behind one lease format (BackendType `vxlan`, BackendData
 - userspace (`"Dataplane": "userspace"`, or automatically when the kernel cannot create a
   VXLAN link): a TUN named `flannel.<VNI>` and the shared packet engine with the codec
   below; frames are wire-identical to the kernel's, flow-hashed source port included.
+
+With EnableIPv6 the kernel data plane also runs Go flannel's second device,
+`flannel-v6.<VNI>` (backends/_vxlan6.py), and the lease carries PublicIPv6 and
+BackendV6Data. The userspace data plane is IPv4-only and refuses EnableIPv6.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ from ._netlink import (
     device_lost,
     watch_device,
 )
+from ._vxlan6 import KernelVXLAN6
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,7 @@ BULK: Final = 32  # lease events in one batch from which peers are (un)programme
 NTF_SELF: Final = 0x02
 AF_BRIDGE: Final = 7
 RTNH_F_ONLINK: Final = 4
+MISS_ON_V6_DEVICE: Final = -6  # the family slot of a queued miss that came from flannel-v6.N
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +355,19 @@ class VXLANBackend:
             "l3_misses_answered", "l2_misses_answered", "misses_unknown", "misses_lost",
             "entries_installed", "entries_removed", "entries_aged_out", "program_errors",
             "leases_skipped", "routes_repaired"), 0)
+        self._v6 = self._ipv6_side(context)
+
+    def _ipv6_side(self, context: BackendContext) -> KernelVXLAN6 | None:
+        """flannel-v6.<VNI> with EnableIPv6 (kernel data plane only), else None."""
+        network = context.network
+        if not network.enable_ipv6:
+            return None
+        if self.dataplane == "userspace":
+            raise ConfigError("vxlan backend: the userspace data plane is IPv4-only; "
+                              "EnableIPv6 needs Dataplane kernel")
+        assert network.ipv6_network is not None
+        return KernelVXLAN6(self.config, context.iface, network.ipv6_network,
+                            network.ipv6_subnet_len, self._netlink)
 
     @property
     def mtu(self) -> int:
@@ -366,6 +385,11 @@ class VXLANBackend:
             mac = await self._netlink.call(self._existing_mac)
         self._mac = mac or random_vtep_mac(random.Random())
         data = backend_data_json({"VNI": self.config.vni, "VtepMAC": format_mac(self._mac)})
+        if self._v6 is not None:  # flannel's newSubnetAttrs with a v6 device
+            await self._v6.choose_mac(previous)
+            return LeaseAttrs(public_ip=self._iface.public_ip, backend_type=BACKEND_TYPE,
+                              backend_data=data, public_ipv6=self._iface.public_ipv6,
+                              backend_v6_data=self._v6.backend_v6_data())
         return LeaseAttrs(public_ip=self._iface.public_ip, backend_type=BACKEND_TYPE,
                           backend_data=data)
 
@@ -384,8 +408,13 @@ class VXLANBackend:
         if self.dataplane == "kernel":
             try:
                 await self._start_kernel(lease)
+                if self._v6 is not None:
+                    await self._v6.start(lease)
                 return
             except _NoKernelVXLAN as exc:
+                if self._v6 is not None:
+                    raise BackendError(f"vxlan: the kernel cannot create a VXLAN link ({exc}) "
+                                       "and the userspace data plane is IPv4-only") from None
                 log.warning("the kernel cannot create a VXLAN link (%s); using the userspace "
                             "VXLAN data plane instead", exc)
                 self.dataplane = "userspace"
@@ -470,6 +499,8 @@ class VXLANBackend:
             for miss in parse_misses(data):
                 if miss.ifindex == self._index:
                     self._misses.put_nowait((miss.family, miss.dst, miss.lladdr))
+                elif self._v6 is not None and miss.ifindex == self._v6.index:
+                    self._misses.put_nowait((MISS_ON_V6_DEVICE, miss.dst, miss.lladdr))
 
     async def _start_userspace(self, lease: Lease) -> None:
         config = self.config
@@ -499,6 +530,8 @@ class VXLANBackend:
     # -- peers ---------------------------------------------------------------------------
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
+        if self._v6 is not None:
+            await self._v6.apply(events)
         # a large batch (a node joining a big cluster, many peers moving or leaving at
         # once) goes to the kernel in bulk after the loop, with a log line for all
         bulk = len(events) >= BULK and self.dataplane == "kernel" \
@@ -674,6 +707,9 @@ class VXLANBackend:
     # -- misses --------------------------------------------------------------------------
 
     async def _answer(self, family: int, dst: str | None, lladdr: str | None) -> None:
+        if family == MISS_ON_V6_DEVICE and self._v6 is not None:
+            await self._v6.answer(dst, lladdr)
+            return
         if dst is not None and family == socket.AF_INET:
             ip = IPv4Address(dst)
             peer = self._by_net.get(int(ip) & self._mask)
@@ -754,6 +790,8 @@ class VXLANBackend:
             if now >= next_check:
                 next_check = now + DEVICE_CHECK_S
                 lost = device_lost(self.config.device, self._index)
+                if lost is None and self._v6 is not None:
+                    lost = self._v6.lost()
                 if lost is not None:
                     raise lost
             if now >= next_sweep:
@@ -779,6 +817,8 @@ class VXLANBackend:
             counts.update(self._engine.counters())
         if self.codec is not None:
             counts["checksums_completed"] = self.codec.checksums_completed
+        if self._v6 is not None:
+            counts.update(self._v6.counters())
         return counts
 
     async def close(self) -> None:

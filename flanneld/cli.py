@@ -98,7 +98,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
     Flag("iface-can-reach", "", "use the interface that routes to this IP", _ipv4),
     Flag("public-ip", "", "IP accessible by other nodes for inter-host communication", _ipv4),
     Flag("public-ipv6", "", "IPv6 accessible by other nodes for inter-host communication "
-         "(accepted; IPv6 data paths are not implemented)", _ipv6),
+         "(with EnableIPv6)", _ipv6),
     Flag("subnet-file", "/run/flannel/subnet.env",
          "filename where env variables (subnet, MTU, ...) will be written to"),
     Flag("subnet-lease-renew-margin", 60,

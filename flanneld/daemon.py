@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,18 @@ from backends._codec import engine_choice
 from lease.config import BackendSpec, NetworkConfig
 from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.manager import LeaseManager, LeaseSettings
+from lease.model import Lease
 
 from .cli import Options
 from .errors import BackendError, ConfigError, DecodeError, FlannelError
 from .health import HealthServer, HealthState
-from .iface import pick_interface
+from .iface import check_ipv6, pick_interface
 from .iptables import IPTables, Rule, forward_rules, keep_rules, masq_rules
 from .subnet_env import (
     check_writable,
     format_subnet_env,
     parse_subnet_env,
+    previous_ipv6_subnet,
     previous_subnet,
     write_atomic,
 )
@@ -63,20 +65,22 @@ def setup_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING if verbosity < 5 else logging.DEBUG)
 
 
-def _hint_from_subnet_file(path: str) -> IPv4Network | None:
-    """The subnet of a previous run, from the old subnet.env, if it is readable."""
+def _hint_from_subnet_file(path: str) -> tuple[IPv4Network | None, IPv6Network | None]:
+    """The subnets (IPv4, IPv6) of a previous run, from the old subnet.env, if it is
+    readable."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
-        return None
+        return None, None
     except OSError as exc:
         log.warning("cannot read %s: %s; not using it as a hint", path, exc.strerror)
-        return None
+        return None, None
     try:
-        return previous_subnet(parse_subnet_env(text))
+        values = parse_subnet_env(text)
+        return previous_subnet(values), previous_ipv6_subnet(values)
     except DecodeError as exc:
         log.warning("ignoring %s: %s", path, exc)
-        return None
+        return None, None
 
 
 def with_node_overrides(config: NetworkConfig, options: Options) -> NetworkConfig:
@@ -97,17 +101,18 @@ def _without(options: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 async def traffic_rules(
-    options: Options, network: IPv4Network, subnet: IPv4Network
+    options: Options, network: IPv4Network | IPv6Network, subnet: IPv4Network | IPv6Network
 ) -> tuple[IPTables, Callable[[], list[Rule]]] | None:
-    """flannel's iptables rules for -ip-masq and -iptables-forward-rules, or None."""
+    """flannel's iptables rules for -ip-masq and -iptables-forward-rules, or None; for an
+    IPv6 network and subnet, its ip6tables rules."""
     if not (options.ip_masq or options.iptables_forward_rules):
         return None
-    ipt = IPTables()
+    ipt = IPTables.v6() if network.version == 6 else IPTables()
     if not await asyncio.to_thread(ipt.available):
         if options.ip_masq:
-            raise BackendError("-ip-masq needs iptables, which is not installed")
-        log.warning("iptables is not installed: FLANNEL-FWD accept rules not set up "
-                    "(pass -iptables-forward-rules=false to silence this)")
+            raise BackendError(f"-ip-masq needs {ipt.iptables}, which is not installed")
+        log.warning("%s is not installed: FLANNEL-FWD accept rules not set up "
+                    "(pass -iptables-forward-rules=false to silence this)", ipt.iptables)
         return None
     random_fully = await asyncio.to_thread(ipt.supports_random_fully)
 
@@ -130,7 +135,7 @@ async def serve(options: Options) -> None:
     except OSError as exc:
         raise _cannot_write(options.subnet_file, exc) from None
     iface = await pick_interface(options.iface, options.iface_regex, options.iface_can_reach,
-                                 options.public_ip)
+                                 options.public_ip, options.public_ipv6)
     log.info("using interface name=%s address=%s public_ip=%s mtu=%d",
              iface.name, iface.address, iface.public_ip, iface.mtu)
     store = EtcdLeaseStore(EtcdSettings(
@@ -139,11 +144,11 @@ async def serve(options: Options) -> None:
         certfile=options.etcd_certfile, keyfile=options.etcd_keyfile,
         username=options.etcd_username, password=options.etcd_password,
     ))
-    hint = _hint_from_subnet_file(options.subnet_file)
+    hint, hint6 = _hint_from_subnet_file(options.subnet_file)
     manager = LeaseManager(store, MonotonicClock(), LeaseSettings(
         public_ip=iface.public_ip, ttl_s=options.subnet_lease_ttl,
         renew_margin_s=options.subnet_lease_renew_margin * 60.0,
-        previous_subnet=hint,
+        previous_subnet=hint, previous_ipv6_subnet=hint6,
     ), random.Random())
     notifier = Notifier()
     health = HealthState()
@@ -156,12 +161,18 @@ async def serve(options: Options) -> None:
         log.info("network config network=%s subnet_len=%d backend=%s",
                  config.network, config.subnet_len, config.backend.type)
         backend = create_backend(BackendContext(config, iface))
+        if config.enable_ipv6:
+            check_ipv6(iface)
+            log.info("dual stack ipv6_network=%s ipv6_subnet_len=%d address6=%s "
+                     "public_ipv6=%s", config.ipv6_network, config.ipv6_subnet_len,
+                     iface.address6, iface.public_ipv6)
         previous = await manager.previous_attrs(config)
         lease = await manager.acquire(config, await backend.lease_attrs(previous))
         await backend.start(lease)
         try:
             write_atomic(options.subnet_file, format_subnet_env(
-                config.network, lease.subnet, backend.mtu, options.ip_masq))
+                config.network, lease.subnet, backend.mtu, options.ip_masq,
+                config.ipv6_network, lease.ipv6_subnet))
         except OSError as exc:
             raise _cannot_write(options.subnet_file, exc) from None
         started: Backend = backend
@@ -171,6 +182,7 @@ async def serve(options: Options) -> None:
             finite = math.isfinite(left_s)
             return {
                 "subnet": str(lease.subnet), "peers": len(manager.peers),
+                **({"ipv6_subnet": str(lease.ipv6_subnet)} if lease.ipv6_subnet else {}),
                 "lease_expires_in_s": round(left_s, 1) if finite else None,
                 "lease_expiry_unix": round(time.time() + left_s, 1) if finite else None,
                 "lease_renewals": manager.renewals, "watch_connected": manager.watch_connected,
@@ -184,19 +196,25 @@ async def serve(options: Options) -> None:
             own = manager.lease or lease
             return {
                 "lease": {"subnet": str(own.subnet), "public_ip": str(own.attrs.public_ip),
+                          **_ipv6_fields(own),
                           "backend": config.backend.type, "reservation": own.is_reservation,
                           "expires_in_s": snapshot["lease_expires_in_s"]},
                 "peers": [{"subnet": str(peer.subnet), "public_ip": str(peer.attrs.public_ip),
-                           "backend_type": peer.attrs.backend_type}
+                           **_ipv6_fields(peer), "backend_type": peer.attrs.backend_type}
                           for peer in manager.peers.values()],
                 "counters": snapshot,
             }
 
         health.counters, health.status = counters, status
         rules = await traffic_rules(options, config.network, lease.subnet)
-        rules_in = asyncio.Event()
+        rules6 = None
+        if config.ipv6_network is not None and lease.ipv6_subnet is not None:
+            rules6 = await traffic_rules(options, config.ipv6_network, lease.ipv6_subnet)
+        rules_in, rules6_in = asyncio.Event(), asyncio.Event()
         if rules is None:
             rules_in.set()
+        if rules6 is None:
+            rules6_in.set()
         log.info("running subnet=%s mtu=%d subnet_file=%s",
                  lease.subnet, backend.mtu, options.subnet_file)
         async with asyncio.TaskGroup() as tasks:
@@ -210,7 +228,12 @@ async def serve(options: Options) -> None:
                 ipt, rules_fn = rules
                 tasks.create_task(keep_rules(ipt, rules_fn, options.iptables_resync,
                                              rules_in.set), name="iptables")
+            if rules6 is not None:
+                ipt6, rules6_fn = rules6
+                tasks.create_task(keep_rules(ipt6, rules6_fn, options.iptables_resync,
+                                             rules6_in.set), name="ip6tables")
             await rules_in.wait()
+            await rules6_in.wait()
             health.ready = True  # subnet.env written, rules installed, backend running
             notifier.notify("READY=1")
             log.info("ready")
@@ -221,6 +244,16 @@ async def serve(options: Options) -> None:
         if backend is not None:
             await backend.close()
         await store.close()
+
+
+def _ipv6_fields(lease: Lease) -> dict[str, str]:
+    """A dual-stack lease's IPv6 subnet and PublicIPv6, for /status (nothing for v4-only)."""
+    fields: dict[str, str] = {}
+    if lease.ipv6_subnet is not None:
+        fields["ipv6_subnet"] = str(lease.ipv6_subnet)
+    if lease.attrs.public_ipv6 is not None:
+        fields["public_ipv6"] = str(lease.attrs.public_ipv6)
+    return fields
 
 
 async def _main(options: Options) -> int:

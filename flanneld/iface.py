@@ -1,6 +1,8 @@
 """Choosing the underlay interface (-iface, -iface-regex, -iface-can-reach, default route).
 
-Shell: reads links, addresses and routes through netlink (pyroute2).
+Shell: reads links, addresses and routes through netlink (pyroute2). The interface's first
+IPv6 address that is not link-local (or -public-ipv6) is kept too, for EnableIPv6, as
+flannel's LookupExtIface does; check_ipv6 says whether a dual-stack network can use it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -26,26 +28,38 @@ class _Link:
     index: int
     mtu: int
     addresses: tuple[IPv4Address, ...]
+    addresses6: tuple[IPv6Address, ...] = ()  # not link-local, in the kernel's order
 
 
 async def _links(ipr: Any) -> list[_Link]:
     addresses: dict[int, list[IPv4Address]] = {}
     async for msg in await ipr.addr("dump", family=socket.AF_INET):
         addresses.setdefault(msg["index"], []).append(IPv4Address(msg.get("address")))
+    addresses6: dict[int, list[IPv6Address]] = {}
+    async for msg in await ipr.addr("dump", family=socket.AF_INET6):
+        address6 = IPv6Address(msg.get("address"))
+        if not address6.is_link_local:
+            addresses6.setdefault(msg["index"], []).append(address6)
     links = [
         _Link(msg.get("ifname"), msg["index"], int(msg.get("mtu") or 1500),
-              tuple(addresses.get(msg["index"], ())))
+              tuple(addresses.get(msg["index"], ())), tuple(addresses6.get(msg["index"], ())))
         async for msg in await ipr.link("dump")
     ]
     return sorted(links, key=lambda link: link.index)
 
 
-def _by_name_or_ip(links: Sequence[_Link], wanted: str) -> _Link | None:
+def _as_ip(text: str) -> IPv4Address | IPv6Address | None:
     try:
-        ip = IPv4Address(wanted)
+        return ip_address(text)
     except ValueError:
+        return None
+
+
+def _by_name_or_ip(links: Sequence[_Link], wanted: str) -> _Link | None:
+    ip = _as_ip(wanted)
+    if ip is None:
         return next((link for link in links if link.name == wanted), None)
-    return next((link for link in links if ip in link.addresses), None)
+    return next((link for link in links if ip in (*link.addresses, *link.addresses6)), None)
 
 
 def _by_regex(links: Sequence[_Link], pattern: str) -> _Link | None:
@@ -55,6 +69,9 @@ def _by_regex(links: Sequence[_Link], pattern: str) -> _Link | None:
         raise ConfigError(f"-iface-regex {pattern!r}: {exc}") from None
     for link in links:
         if regex.search(link.name) or any(regex.search(str(a)) for a in link.addresses):
+            return link
+    for link in links:  # an IPv6 address matched only when no name or IPv4 address did
+        if any(regex.search(str(a)) for a in link.addresses6):
             return link
     return None
 
@@ -73,28 +90,48 @@ async def _route_oif(ipr: Any, dst: str | None) -> int | None:
 
 
 async def pick_interface(
-    ifaces: Sequence[str], regexes: Sequence[str], can_reach: str, public_ip: str
+    ifaces: Sequence[str], regexes: Sequence[str], can_reach: str, public_ip: str,
+    public_ipv6: str = "",
 ) -> ExternalInterface:
     """Resolve the flags to one interface with an IPv4 address; ConfigError if impossible."""
     netlink = Netlink()
     try:
-        return await netlink.call(lambda ipr: _pick(ipr, ifaces, regexes, can_reach, public_ip))
+        return await netlink.call(lambda ipr: _pick(ipr, ifaces, regexes, can_reach, public_ip,
+                                                    public_ipv6))
     finally:
         netlink.close()
 
 
+def check_ipv6(iface: ExternalInterface) -> None:
+    """ConfigError unless the interface can carry a dual-stack network (EnableIPv6): it
+    needs an IPv6 address of its own (the VXLAN device's local address, host-gw's next
+    hop), and peers must be able to reach the public one."""
+    if iface.address6 is None:
+        raise ConfigError(f"EnableIPv6 is true but interface {iface.name} has no IPv6 address "
+                          "(other than link-local); add one, or choose another with -iface")
+    public = iface.public_ipv6 or iface.address6
+    if public.is_loopback or public.is_unspecified or public.is_multicast \
+            or public.is_link_local:
+        raise ConfigError(f"-public-ipv6 {public} is not an address peers can reach")
+
+
 async def _pick(
-    ipr: Any, ifaces: Sequence[str], regexes: Sequence[str], can_reach: str, public_ip: str
+    ipr: Any, ifaces: Sequence[str], regexes: Sequence[str], can_reach: str, public_ip: str,
+    public_ipv6: str = "",
 ) -> ExternalInterface:
     links = await _links(ipr)
     link: _Link | None = None
     address: IPv4Address | None = None
+    address6: IPv6Address | None = None
     if ifaces:
         for wanted in ifaces:
             link = _by_name_or_ip(links, wanted)
             if link is not None:
-                if wanted[0].isdigit() and IPv4Address(wanted) in link.addresses:
-                    address = IPv4Address(wanted)
+                ip = _as_ip(wanted)
+                if isinstance(ip, IPv4Address) and ip in link.addresses:
+                    address = ip
+                elif isinstance(ip, IPv6Address) and ip in link.addresses6:
+                    address6 = ip
                 break
         if link is None:
             raise ConfigError(f"-iface: none of {', '.join(ifaces)} exists on this host")
@@ -119,5 +156,7 @@ async def _pick(
         source = "-public-ip" if public_ip else f"interface {link.name}'s address"
         raise ConfigError(f"{source} {public} is not an address peers can reach; "
                           "choose another interface with -iface, or give -public-ip")
+    address6 = address6 or (link.addresses6[0] if link.addresses6 else None)
     return ExternalInterface(
-        name=link.name, index=link.index, address=address, public_ip=public, mtu=link.mtu)
+        name=link.name, index=link.index, address=address, public_ip=public, mtu=link.mtu,
+        address6=address6, public_ipv6=IPv6Address(public_ipv6) if public_ipv6 else address6)

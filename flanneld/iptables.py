@@ -24,7 +24,7 @@ import re
 import subprocess
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Final, Protocol
 
 from .errors import BackendError
@@ -38,6 +38,7 @@ MASQ_COMMENT: Final = "flanneld masq"
 FORWARD_COMMENT: Final = "flanneld forward"
 KUBE_PROXY_MARK: Final = "0x4000/0x4000"  # kube-proxy's masquerade mark: never NAT twice
 MULTICAST: Final = "224.0.0.0/4"
+MULTICAST6: Final = "ff00::/8"  # flannel's masqIP6Rules
 RANDOM_FULLY_SINCE: Final = (1, 6, 2)  # first iptables release with MASQUERADE --random-fully
 # what `iptables -C` says (exit 1) when a rule or its chain is not there, legacy and nf_tables
 NOT_THERE: Final = ("does a matching rule exist", "No chain/target/match by that name",
@@ -78,10 +79,14 @@ def _comment(text: str) -> tuple[str, ...]:
     return ("-m", "comment", "--comment", text)
 
 
-def masq_rules(network: IPv4Network, subnet: IPv4Network, random_fully: bool) -> list[Rule]:
+def masq_rules(network: IPv4Network | IPv6Network, subnet: IPv4Network | IPv6Network,
+               random_fully: bool) -> list[Rule]:
     """flannel's `--ip-masq` rules (nat table) for the overlay `network` and this host's
-    `subnet`, in flannel's order; `--random-fully` only if iptables supports it."""
+    `subnet`, in flannel's order; `--random-fully` only if iptables supports it. For an
+    IPv6 network they are flannel's masqIP6Rules (for ip6tables): the same, with ff00::/8
+    as the multicast range."""
     net, sub = str(network), str(subnet)
+    multicast = MULTICAST6 if network.version == 6 else MULTICAST
     masq = ("-j", "MASQUERADE", *(("--random-fully",) if random_fully else ()))
     comment = _comment(MASQ_COMMENT)
 
@@ -99,14 +104,15 @@ def masq_rules(network: IPv4Network, subnet: IPv4Network, random_fully: bool) ->
         # no NAT for external traffic to our containers arriving from a host that owns them
         rule("!", "-s", net, "-d", sub),
         # NAT what leaves the overlay, but not multicast
-        rule("-s", net, "!", "-d", MULTICAST, target=masq),
+        rule("-s", net, "!", "-d", multicast, target=masq),
         # NAT what the host sends into the overlay
         rule("!", "-s", net, "-d", net, target=masq),
     ]
 
 
-def forward_rules(network: IPv4Network) -> list[Rule]:
-    """flannel's forward rules (filter table): accept forwarding to and from `network`."""
+def forward_rules(network: IPv4Network | IPv6Network) -> list[Rule]:
+    """flannel's forward rules (filter table): accept forwarding to and from `network`
+    (an IPv6 one for ip6tables, as flannel's SetupAndEnsureForwardRules does)."""
     net = str(network)
     comment = _comment(FORWARD_COMMENT)
     return [
@@ -193,7 +199,13 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
 
 class IPTables:
     """Runs iptables, iptables-save and iptables-restore, optionally under `prefix` (e.g.
-    `("ip", "netns", "exec", "ns1")`). Every failure is a BackendError with one line."""
+    `("ip", "netns", "exec", "ns1")`). Every failure is a BackendError with one line.
+    IPTables.v6() runs ip6tables and its twins."""
+
+    @classmethod
+    def v6(cls, prefix: Sequence[str] = ()) -> IPTables:
+        return cls(prefix, iptables="ip6tables", iptables_save="ip6tables-save",
+                   iptables_restore="ip6tables-restore")
 
     def __init__(self, prefix: Sequence[str] = (), *, iptables: str = "iptables",
                  iptables_save: str = "iptables-save",
@@ -246,13 +258,13 @@ class IPTables:
     def _restore(self, text: str) -> None:
         result = self._run(self.iptables_restore, "-w", "--noflush", input_text=text)
         if result.returncode != 0:
-            raise self._error("iptables-restore", result)
+            raise self._error(self.iptables_restore, result)
 
     def _save(self, table: str) -> tuple[set[str], set[str]]:
         """The chains of `table` and its rules as iptables-save prints them (`-A ...`)."""
         result = self._run(self.iptables_save, "-t", table)
         if result.returncode != 0:
-            raise self._error(f"iptables-save -t {table}", result)
+            raise self._error(f"{self.iptables_save} -t {table}", result)
         chains: set[str] = set()
         lines: set[str] = set()
         for line in result.stdout.splitlines():
@@ -266,7 +278,7 @@ class IPTables:
         result = self._run(self.iptables, "-w", "-t", rule.table, "-C", rule.chain, *rule.args)
         if result.returncode == 0:
             return True
-        what = f"iptables -t {rule.table} -C {rule.chain}"
+        what = f"{self.iptables} -t {rule.table} -C {rule.chain}"
         if result.returncode == 1:
             if any(text in result.stderr for text in NOT_THERE):
                 return False

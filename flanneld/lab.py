@@ -7,6 +7,11 @@ Topology (all inside network namespaces this module creates and always deletes):
     <p>-hN   host N: eth0 192.0.2.N/24 on br0, flanneld, bridge docker0 = FLANNEL_SUBNET
     <p>-cN   container N: eth0 = <subnet>.2, default route via docker0
 
+With `ipv6` (`--ipv6`): dual stack. Each host's eth0 also gets 2001:db8::N/64 (the
+documentation range), IPv6 forwarding, and the network config EnableIPv6 with an IPv6Network
+inside fc00::/7 (fc00:5::/48); docker0 also gets FLANNEL_IPV6_SUBNET and the container
+<IPv6 subnet>::2 with a default route via docker0.
+
 Nothing touches the root namespace; the namespaces have no route to the outside.
 """
 
@@ -26,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -42,6 +47,8 @@ ROUTER_IP: Final = "192.0.2.253"
 ETCD_IP: Final = "192.0.2.254"
 ETCD_PORT: Final = 2379
 DEFAULT_NETWORK: Final = "10.5.0.0/16"
+UNDERLAY6: Final = IPv6Network("2001:db8::/64")
+DEFAULT_NETWORK6: Final = "fc00:5::/48"
 
 
 class LabError(Exception):
@@ -112,6 +119,19 @@ class Host:
     def container_ip(self) -> str:
         return str(self.subnet.network_address + 2)
 
+    @property
+    def ip6(self) -> str:
+        """The host's IPv6 underlay address (in a lab made with ipv6=True)."""
+        return str(UNDERLAY6.network_address + self.index)
+
+    @property
+    def subnet6(self) -> IPv6Network:
+        return IPv6Interface(self.subnet_env()["FLANNEL_IPV6_SUBNET"]).network
+
+    @property
+    def container_ip6(self) -> str:
+        return str(self.subnet6.network_address + 2)
+
 
 @dataclass
 class Lab:
@@ -123,6 +143,7 @@ class Lab:
     etcd_members: int = 1
     namespaces: list[str] = field(default_factory=list)
     etcd_user: str = ""  # "name:password" once a test turned etcd auth on
+    ipv6: bool = False  # dual-stack underlay: hosts get 2001:db8::N/64 too
 
     @property
     def underlay_ns(self) -> str:
@@ -156,6 +177,10 @@ class Lab:
            "netns", self.underlay_ns)
         sh("ip", "-n", self.underlay_ns, "link", "set", peer, "master", "br0", "up")
         sh("ip", "-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
+        if self.ipv6:
+            self.exec(host.ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0",
+                      "net.ipv6.conf.default.disable_ipv6=0", "net.ipv6.conf.all.forwarding=1")
+            sh("ip", "-n", host.ns, "addr", "add", f"{host.ip6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", host.ns, "link", "set", "eth0", "up")
         self.exec(host.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.hosts.append(host)
@@ -362,6 +387,14 @@ class Lab:
         sh("ip", "-n", host.container_ns, "link", "set", "eth0", "up")
         gateway = str(host.subnet.network_address + 1)
         sh("ip", "-n", host.container_ns, "route", "add", "default", "via", gateway)
+        if "FLANNEL_IPV6_SUBNET" in env:  # dual stack: what dockerd --ipv6 does
+            self.exec(host.container_ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0")
+            sh("ip", "-n", host.ns, "addr", "add", env["FLANNEL_IPV6_SUBNET"], "dev", "docker0",
+               "nodad")
+            cidr6 = f"{host.container_ip6}/{host.subnet6.prefixlen}"
+            sh("ip", "-n", host.container_ns, "addr", "add", cidr6, "dev", "eth0", "nodad")
+            sh("ip", "-n", host.container_ns, "-6", "route", "add", "default", "via",
+               str(host.subnet6.network_address + 1))
 
     # -- traffic ------------------------------------------------------------------------
 
@@ -380,17 +413,19 @@ class Lab:
         return self.ping(src, dst_ip, count=1, timeout=1)["received"] == 1
 
     def iperf(self, client: Host, server: Host, seconds: float = 3,
-              streams: int = 1) -> float:
-        """TCP throughput container-to-container in bit/s (iperf3, JSON)."""
+              streams: int = 1, ipv6: bool = False) -> float:
+        """TCP throughput container-to-container in bit/s (iperf3, JSON); over IPv6 between
+        the containers' IPv6 addresses with `ipv6`."""
+        target = server.container_ip6 if ipv6 else server.container_ip
         srv = subprocess.Popen(["ip", "netns", "exec", server.container_ns, "iperf3", "-s",
-                                "-1", "-B", server.container_ip],
+                                "-1", "-B", target],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             def listening() -> str:
                 return self.exec(server.container_ns, "ss", "-Hltn", "sport = :5201").stdout
 
             wait_for("iperf3 server to listen", listening, timeout=10)
-            result = self.exec(client.container_ns, "iperf3", "-J", "-c", server.container_ip,
+            result = self.exec(client.container_ns, "iperf3", "-J", "-c", target,
                                "-t", f"{seconds:g}", "-P", str(streams), check=False,
                                timeout=seconds + 30)
             try:
@@ -462,9 +497,11 @@ def _step(number: int, total: int, text: str) -> Callable[..., None]:
     return done
 
 
-def _network_config(backend: str, network: str, dataplane: str | None = None) -> dict[str, Any]:
+def _network_config(backend: str, network: str, dataplane: str | None = None,
+                    network6: str | None = None) -> dict[str, Any]:
     options = {"Dataplane": dataplane} if dataplane else {}
-    return {"Network": network, "Backend": {"Type": backend, **options}}
+    dual = {"EnableIPv6": True, "IPv6Network": network6} if network6 else {}
+    return {"Network": network, **dual, "Backend": {"Type": backend, **options}}
 
 
 def _network_problem(network: str, hosts: int) -> str:
@@ -482,7 +519,7 @@ def _network_problem(network: str, hosts: int) -> str:
 
 
 def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: bool,
-            keep: bool, dataplane: str | None = None) -> int:
+            keep: bool, dataplane: str | None = None, ipv6: bool = False) -> int:
     if os.geteuid() != 0:
         print("flanneld-lab: must run as root (it creates network namespaces)", file=sys.stderr)
         return 2
@@ -490,10 +527,13 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
         if shutil.which(tool) is None:
             print(f"flanneld-lab: {tool} is not installed", file=sys.stderr)
             return 2
-    lab = Lab(hosts_count=hosts)
+    lab = Lab(hosts_count=hosts, ipv6=ipv6)
     total = 6
+    network6 = DEFAULT_NETWORK6 if ipv6 else None
     results: dict[str, Any] = {"backend": backend, "hosts": hosts, "network": network,
                                "prefix": lab.prefix}
+    if network6:
+        results["ipv6_network"] = network6
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -505,8 +545,9 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
             try:
                 done()
                 shown = backend + (f" ({dataplane} data plane)" if dataplane else "")
-                done = _step(2, total, f"network config: {network}, backend {shown}")
-                lab.put_config(_network_config(backend, network, dataplane))
+                nets = f"{network} + {network6}" if network6 else network
+                done = _step(2, total, f"network config: {nets}, backend {shown}")
+                lab.put_config(_network_config(backend, network, dataplane, network6))
                 done()
                 done = _step(3, total, "starting flanneld on every host")
                 for host in lab.hosts:
@@ -520,23 +561,39 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
                 for host in lab.hosts:
                     lab.add_container(host)
                 done()
-                done = _step(5, total, "container-to-container ping, every pair")
+                done = _step(5, total, "container-to-container ping, every pair"
+                             + (" (IPv4 and IPv6)" if ipv6 else ""))
                 pairs = [(a, b) for a in lab.hosts for b in lab.hosts if a is not b]
                 for a, b in pairs:
                     wait_for(f"c{a.index} -> c{b.index}", partial(lab.can_reach, a, b.container_ip),
                              timeout=10)
+                    if ipv6:
+                        wait_for(f"c{a.index} -> c{b.index} over IPv6",
+                                 partial(lab.can_reach, a, b.container_ip6), timeout=10)
                 pings = {(a.index, b.index): lab.ping(a, b.container_ip, count=5) for a, b in pairs}
+                pings6 = {(a.index, b.index): lab.ping(a, b.container_ip6, count=5)
+                          for a, b in pairs} if ipv6 else {}
                 done()
-                done = _step(6, total, f"iperf3 between hosts, {seconds:.0f} s each")
+                done = _step(6, total, f"iperf3 between hosts, {seconds:.0f} s each"
+                             + (" (IPv4 and IPv6)" if ipv6 else ""))
                 ring = list(zip(lab.hosts, [*lab.hosts[1:], lab.hosts[0]], strict=True))
                 rates = {(a.index, b.index): lab.iperf(a, b, seconds) for a, b in ring}
+                rates6 = {(a.index, b.index): lab.iperf(a, b, seconds, ipv6=True)
+                          for a, b in ring} if ipv6 else {}
                 done()
                 results["subnets"] = {f"h{h.index}": str(h.subnet) for h in lab.hosts}
                 results["ping"] = [{"from": f"c{a}", "to": f"c{b}", **v}
                                    for (a, b), v in pings.items()]
                 results["iperf3"] = [{"from": f"c{a}", "to": f"c{b}", "gbit_s": r / 1e9}
                                      for (a, b), r in rates.items()]
-                failed = [p for p in results["ping"] if p["received"] != p["sent"]]
+                if ipv6:
+                    results["subnets6"] = {f"h{h.index}": str(h.subnet6) for h in lab.hosts}
+                    results["ping6"] = [{"from": f"c{a}", "to": f"c{b}", **v}
+                                        for (a, b), v in pings6.items()]
+                    results["iperf3_ipv6"] = [{"from": f"c{a}", "to": f"c{b}", "gbit_s": r / 1e9}
+                                              for (a, b), r in rates6.items()]
+                failed = [p for p in [*results["ping"], *results.get("ping6", [])]
+                          if p["received"] != p["sent"]]
                 if as_json:
                     print(json.dumps(results, indent=2))
                 else:
@@ -551,6 +608,19 @@ def run_lab(hosts: int, backend: str, network: str, seconds: float, as_json: boo
                     print(format_table(["from", "to", "throughput"],
                                  [(r["from"], r["to"], f"{r['gbit_s']:.2f} Gbit/s")
                                   for r in results["iperf3"]]))
+                    if ipv6:
+                        print()
+                        print(format_table(["host", "underlay IPv6", "IPv6 subnet"],
+                                           [(f"h{h.index}", h.ip6, str(h.subnet6))
+                                            for h in lab.hosts]))
+                        print()
+                        print(format_table(["from", "to", "IPv6 received", "rtt"],
+                                           [(p["from"], p["to"], f"{p['received']}/{p['sent']}",
+                                             f"{p['rtt_ms']:.3f} ms") for p in results["ping6"]]))
+                        print()
+                        print(format_table(["from", "to", "IPv6 throughput"],
+                                           [(r["from"], r["to"], f"{r['gbit_s']:.2f} Gbit/s")
+                                            for r in results["iperf3_ipv6"]]))
                 if keep:
                     print(f"\n--keep: lab stays up until Enter (namespaces {lab.prefix}-*)")
                     with contextlib.suppress(EOFError):
@@ -582,18 +652,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3, help="iperf3 duration per pair")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--keep", action="store_true", help="wait for Enter before teardown")
+    parser.add_argument("--ipv6", action="store_true",
+                        help=f"dual stack: EnableIPv6 with IPv6Network {DEFAULT_NETWORK6}, "
+                             "underlay 2001:db8::/64, ping and iperf3 over IPv6 too "
+                             "(host-gw and kernel vxlan)")
     args = parser.parse_args(argv)
     if not 2 <= args.hosts <= 50:
         parser.error("--hosts must be between 2 and 50")
     if args.dataplane and args.backend != "vxlan":
         parser.error("--dataplane goes with --backend vxlan")
+    if args.ipv6 and (args.backend == "udp" or args.dataplane == "userspace"):
+        parser.error("--ipv6 needs --backend host-gw or vxlan (kernel data plane): the udp "
+                     "backend and the userspace VXLAN data plane are IPv4-only")
     if not 1 <= args.seconds <= 600:  # loads on this machine are bounded in time
         parser.error("--seconds must be between 1 and 600")
     problem = _network_problem(args.network, args.hosts)
     if problem:
         parser.error(f"--network {args.network}: {problem}")
     sys.exit(run_lab(args.hosts, args.backend, args.network, args.seconds, args.json, args.keep,
-                     args.dataplane))
+                     args.dataplane, args.ipv6))
 
 
 if __name__ == "__main__":

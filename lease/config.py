@@ -50,12 +50,31 @@ class NetworkConfig:
     def subnet_size(self) -> int:
         return 1 << (32 - self.subnet_len)
 
+    @property
+    def ipv6_subnet_size(self) -> int:
+        return 1 << (128 - self.ipv6_subnet_len) if self.enable_ipv6 else 0
+
     def fits(self, subnet: IPv4Network) -> bool:
         """flannel's isSubnetConfigCompat: inside [SubnetMin, SubnetMax] with SubnetLen."""
         return (
             subnet.prefixlen == self.subnet_len
             and self.subnet_min <= subnet.network_address <= self.subnet_max
         )
+
+    def fits6(self, subnet: IPv6Network | None) -> bool:
+        """flannel's isIPv6SubnetConfigCompat: without EnableIPv6 a lease must have no IPv6
+        subnet; with it, one inside [IPv6SubnetMin, IPv6SubnetMax] with IPv6SubnetLen."""
+        if not self.enable_ipv6:
+            return subnet is None
+        assert self.ipv6_subnet_min is not None and self.ipv6_subnet_max is not None
+        return (
+            subnet is not None
+            and subnet.prefixlen == self.ipv6_subnet_len
+            and self.ipv6_subnet_min <= subnet.network_address <= self.ipv6_subnet_max
+        )
+
+    def fits_both(self, subnet: IPv4Network, subnet6: IPv6Network | None) -> bool:
+        return self.fits(subnet) and self.fits6(subnet6)
 
 
 def _reject_constant(name: str) -> Any:
@@ -207,8 +226,9 @@ def parse_network_config(text: str | bytes) -> NetworkConfig:
     enable_ipv6 = _get_bool(raw, "EnableIPv6", False)
     if not enable_ipv4 and not enable_ipv6:
         raise ConfigError("network config: EnableIPv4 and EnableIPv6 are both false")
-    if not enable_ipv4:
-        raise ConfigError("network config: IPv6-only networks are not supported yet")
+    if not enable_ipv4:  # flannel's etcd subnet manager always leases an IPv4 subnet too
+        raise ConfigError("network config: EnableIPv4 false (an IPv6-only network) is not "
+                          "supported: flannel's etcd lease keys always carry an IPv4 subnet")
 
     network, subnet_len, subnet_min, subnet_max = _ranges(raw, v6=False)
     assert isinstance(network, IPv4Network)

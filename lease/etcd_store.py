@@ -13,7 +13,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Network, ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -261,9 +261,10 @@ class EtcdLeaseStore:
         return Listing(leases, response.header.revision, invalid)
 
     async def create_lease(
-        self, subnet: IPv4Network, attrs: LeaseAttrs, ttl_s: int
+        self, subnet: IPv4Network, attrs: LeaseAttrs, ttl_s: int,
+        ipv6_subnet: IPv6Network | None = None,
     ) -> tuple[Lease, float] | None:
-        key = self._key(subnet_key(subnet))
+        key = self._key(subnet_key(subnet, ipv6_subnet))
         grant = await self._call(self._lease.grant, ttl_s)
         put = self._kv.txn_op_put(key, encode_lease_attrs(attrs), lease=grant.ID)
         try:
@@ -274,7 +275,8 @@ class EtcdLeaseStore:
         if not txn.succeeded:
             await self._revoke_quietly(grant.ID)
             return None
-        return Lease(subnet, attrs, None, grant.ID, txn.header.revision), float(grant.TTL)
+        return Lease(subnet, attrs, ipv6_subnet, grant.ID, txn.header.revision), \
+            float(grant.TTL)
 
     async def update_lease(self, lease: Lease, attrs: LeaseAttrs) -> Lease | None:
         key = self._key(lease.key)

@@ -17,7 +17,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Final, TypeVar
 
 from flanneld.errors import (
@@ -87,6 +87,7 @@ class LeaseSettings:
     ttl_s: int = DEFAULT_TTL_S
     renew_margin_s: float = 3600.0
     previous_subnet: IPv4Network | None = None
+    previous_ipv6_subnet: IPv6Network | None = None  # with EnableIPv6, from subnet.env
 
 
 class LeaseManager:
@@ -96,6 +97,7 @@ class LeaseManager:
         self._store, self._clock, self._rng = store, clock, rng
         self.settings = settings
         self._previous = settings.previous_subnet
+        self._previous6 = settings.previous_ipv6_subnet
         self.lease: Lease | None = None
         self.expires_at = math.inf
         self._attrs: LeaseAttrs | None = None
@@ -146,7 +148,7 @@ class LeaseManager:
         listing = await self.retry("list leases", self._store.list_leases)
         ours = sorted((lease for lease in listing.leases
                        if lease.attrs.public_ip == self.settings.public_ip
-                       and config.fits(lease.subnet)),
+                       and config.fits_both(lease.subnet, lease.ipv6_subnet)),
                       key=lambda lease: (not lease.is_reservation, lease.subnet))
         return ours[0].attrs if ours else None
 
@@ -154,7 +156,7 @@ class LeaseManager:
         """Acquire (or take back) this host's lease, retrying etcd outages and lost races."""
         self._config, self._attrs = config, attrs
         lease = await self.retry("acquire lease", self._try_acquire)
-        self.lease, self._previous = lease, lease.subnet
+        self.lease, self._previous, self._previous6 = lease, lease.subnet, lease.ipv6_subnet
         self._lost.clear()
         return lease
 
@@ -163,13 +165,14 @@ class LeaseManager:
         config, attrs = self._config, self._attrs
         for attempt in range(1, ACQUIRE_TRIES + 1):
             listing = await self._store.list_leases()
-            plan = allocate(config, listing.leases, attrs.public_ip, self._previous, self._rng)
+            plan = allocate(config, listing.leases, attrs.public_ip, self._previous, self._rng,
+                            self._previous6)
             for stale in plan.stale:
-                log.info("deleting lease subnet=%s public_ip=%s: it does not fit the config",
-                         stale.subnet, stale.attrs.public_ip)
+                log.info("deleting lease subnet=%s ipv6_subnet=%s public_ip=%s: it does not "
+                         "fit the config", stale.subnet, stale.ipv6_subnet, stale.attrs.public_ip)
                 await self._store.delete_lease(stale)
             lease = await (self._take(plan.reuse, attrs) if plan.reuse else
-                           self._create(plan.create, attrs))
+                           self._create(plan.create, attrs, plan.create6))
             if lease is not None:
                 return lease
             log.info("lost a race for a subnet (attempt %d of %d), retrying",
@@ -193,14 +196,19 @@ class LeaseManager:
         log.info("lease reused subnet=%s ttl_s=%.0f", lease.subnet, ttl_s)
         return lease
 
-    async def _create(self, subnet: IPv4Network | None, attrs: LeaseAttrs) -> Lease | None:
+    async def _create(self, subnet: IPv4Network | None, attrs: LeaseAttrs,
+                      subnet6: IPv6Network | None = None) -> Lease | None:
         assert subnet is not None
-        created = await self._store.create_lease(subnet, attrs, self.settings.ttl_s)
+        created = await self._store.create_lease(subnet, attrs, self.settings.ttl_s, subnet6)
         if created is None:
             return None
         lease, ttl_s = created
         self.expires_at = self._clock.now() + ttl_s
-        log.info("lease acquired subnet=%s ttl_s=%.0f", lease.subnet, ttl_s)
+        if lease.ipv6_subnet is not None:
+            log.info("lease acquired subnet=%s ipv6_subnet=%s ttl_s=%.0f", lease.subnet,
+                     lease.ipv6_subnet, ttl_s)
+        else:
+            log.info("lease acquired subnet=%s ttl_s=%.0f", lease.subnet, ttl_s)
         return lease
 
     # -- keeping it ---------------------------------------------------------------------
@@ -264,9 +272,11 @@ class LeaseManager:
                 await self._store.revoke(old.etcd_lease)
             except StoreUnavailable:
                 log.debug("could not revoke old etcd lease %x", old.etcd_lease)
-        if new.subnet != old.subnet:
+        if (new.subnet, new.ipv6_subnet) != (old.subnet, old.ipv6_subnet):
+            lost = " and ".join(str(s) for s in (old.subnet, old.ipv6_subnet) if s)
+            got = " and ".join(str(s) for s in (new.subnet, new.ipv6_subnet) if s)
             raise LeaseError(
-                f"lost subnet {old.subnet} and acquired {new.subnet} instead; "
+                f"lost subnet {lost} and acquired {got} instead; "
                 "restart flanneld (and what uses subnet.env) to move to it"
             )
         log.info("lease re-acquired subnet=%s", new.subnet)

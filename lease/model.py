@@ -162,6 +162,15 @@ def backend_data(attrs: LeaseAttrs) -> dict[str, Any]:
     return fold_keys(value) if isinstance(value, dict) else {}
 
 
+def backend_v6_data(attrs: LeaseAttrs) -> dict[str, Any]:
+    """The BackendV6Data object (the IPv6 VTEP of a dual-stack vxlan lease) with lower-cased
+    keys ({} when absent or not an object)."""
+    if not attrs.backend_v6_data:
+        return {}
+    value = json.loads(attrs.backend_v6_data)
+    return fold_keys(value) if isinstance(value, dict) else {}
+
+
 def decode_lease(
     name: str, value: bytes | str, etcd_lease: int = 0, mod_revision: int = 0
 ) -> Lease:

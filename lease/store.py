@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
 from .model import Lease, LeaseAttrs
@@ -47,9 +47,11 @@ class LeaseStore(Protocol):
     async def list_leases(self) -> Listing: ...
 
     async def create_lease(
-        self, subnet: IPv4Network, attrs: LeaseAttrs, ttl_s: int
+        self, subnet: IPv4Network, attrs: LeaseAttrs, ttl_s: int,
+        ipv6_subnet: IPv6Network | None = None,
     ) -> tuple[Lease, float] | None:
-        """Create the key if it does not exist; None if another host was first."""
+        """Create the key (`<v4>-<len>`, or with `ipv6_subnet` flannel's dual-stack
+        `<v4>-<len>&<v6>-<len>`) if it does not exist; None if another host was first."""
         ...
 
     async def update_lease(self, lease: Lease, attrs: LeaseAttrs) -> Lease | None:

@@ -11,7 +11,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from flanneld.errors import DecodeError, StoreUnavailable
 from lease.model import Lease, LeaseAttrs, decode_lease, encode_lease_attrs, subnet_key
@@ -129,10 +129,11 @@ class InMemoryStore:
         return Listing(leases, self.revision, invalid)
 
     async def create_lease(
-        self, subnet: IPv4Network, attrs: LeaseAttrs, ttl_s: int
+        self, subnet: IPv4Network, attrs: LeaseAttrs, ttl_s: int,
+        ipv6_subnet: IPv6Network | None = None,
     ) -> tuple[Lease, float] | None:
         self._check("create")
-        name = subnet_key(subnet)
+        name = subnet_key(subnet, ipv6_subnet)
         if self.lose_creates > 0:
             self.lose_creates -= 1
             rival = LeaseAttrs(IPv4Address("203.0.113.9"), attrs.backend_type)
@@ -142,7 +143,7 @@ class InMemoryStore:
             return None
         lease_id = self.grant(ttl_s)
         self.put(name, encode_lease_attrs(attrs), lease_id)
-        return Lease(subnet, attrs, None, lease_id, self.revision), float(ttl_s)
+        return Lease(subnet, attrs, ipv6_subnet, lease_id, self.revision), float(ttl_s)
 
     async def update_lease(self, lease: Lease, attrs: LeaseAttrs) -> Lease | None:
         self._check("update")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any, Final
 
 import pytest
@@ -386,3 +386,94 @@ def test_n_free_subnets_for_n_hosts(fields: dict[str, Any]) -> None:
     # each host that restarts gets its own subnet back
     for lease in leases[:20]:
         assert allocate(config, leases, lease.attrs.public_ip, None, rng) == Allocation(reuse=lease)
+
+
+# --- dual stack (EnableIPv6): both subnets chosen together --------------------------------
+
+DUAL: Final[dict[str, Any]] = {"EnableIPv6": True, "IPv6Network": "fc00:5::/48"}
+
+
+def dual_lease(cidr: str, cidr6: str | None, public_ip: str | IPv4Address = "192.168.0.1",
+               etcd_lease: int = 1) -> Lease:
+    return Lease(IPv4Network(cidr), LeaseAttrs(IPv4Address(public_ip)),
+                 IPv6Network(cidr6) if cidr6 else None, etcd_lease=etcd_lease)
+
+
+def test_fits6_is_flannels_ipv6_compat() -> None:
+    dual, v4 = make_config(**DUAL), make_config()
+    assert dual.fits6(IPv6Network("fc00:5:0:1::/64"))
+    assert dual.fits6(IPv6Network("fc00:5:0:ffff::/64"))
+    assert not dual.fits6(IPv6Network("fc00:5::/64"))  # the first subnet is skipped
+    assert not dual.fits6(IPv6Network("fc00:5:0:1::/80"))  # wrong length
+    assert not dual.fits6(IPv6Network("fc00:6::/64"))  # outside
+    assert not dual.fits6(None)  # a v4-only lease does not fit a dual-stack config
+    assert v4.fits6(None)
+    assert not v4.fits6(IPv6Network("fc00:5:0:1::/64"))  # nor a dual one a v4-only config
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_dual_stack_creates_both_subnets_free_and_in_range(seed: int) -> None:
+    config = make_config(**DUAL)
+    taken = [dual_lease(f"10.5.{i}.0/24", f"fc00:5:0:{i:x}::/64", f"192.168.1.{i}")
+             for i in range(1, 60)]
+    plan = allocate(config, taken, OUR_IP, None, random.Random(seed))
+    assert plan.create is not None and plan.create6 is not None
+    assert config.fits(plan.create) and config.fits6(plan.create6)
+    assert not overlaps(plan.create, taken)
+    assert not any(plan.create6.overlaps(t.ipv6_subnet) for t in taken if t.ipv6_subnet)
+
+
+def test_dual_stack_candidates_are_the_first_100_free_ipv6_subnets() -> None:
+    config = make_config(**DUAL)
+    picks = {allocate(config, [], OUR_IP, None, random.Random(seed)).create6
+             for seed in range(400)}
+    first = [IPv6Network(f"fc00:5:0:{i:x}::/64") for i in range(1, MAX_CANDIDATES + 1)]
+    assert picks <= set(first) and len(picks) > 50
+
+
+def test_v4_only_config_draws_as_before_and_creates_no_ipv6_subnet() -> None:
+    plan = allocate(make_config(), [], OUR_IP, None, random.Random(3))
+    assert plan == Allocation(create=random.Random(3).choice(free_subnets(make_config(), [])))
+    assert plan.create6 is None
+
+
+def test_dual_stack_reuses_our_lease_only_if_both_parts_fit() -> None:
+    config = make_config(**DUAL)
+    good = dual_lease("10.5.7.0/24", "fc00:5:0:7::/64", OUR_IP)
+    assert allocate(config, [good], OUR_IP, None, random.Random(1)) == Allocation(reuse=good)
+    v4_only = dual_lease("10.5.8.0/24", None, OUR_IP)  # e.g. from before EnableIPv6
+    plan = allocate(config, [v4_only], OUR_IP, None, random.Random(1))
+    assert plan.stale == (v4_only,) and plan.create6 is not None
+    wrong6 = dual_lease("10.5.9.0/24", "fc00:6:0:1::/64", OUR_IP)
+    assert allocate(config, [wrong6], OUR_IP, None, random.Random(1)).stale == (wrong6,)
+    # and a dual-stack lease of ours is stale once the config drops IPv6
+    assert allocate(make_config(), [good], OUR_IP, None, random.Random(1)).stale == (good,)
+
+
+def test_dual_stack_previous_pair_taken_only_if_both_free() -> None:
+    config = make_config(**DUAL)
+    prev, prev6 = IPv4Network("10.5.42.0/24"), IPv6Network("fc00:5:0:42::/64")
+    plan = allocate(config, [], OUR_IP, prev, random.Random(1), prev6)
+    assert (plan.create, plan.create6) == (prev, prev6)
+    holder = dual_lease("10.5.43.0/24", "fc00:5:0:42::/64", "192.168.1.1")
+    plan = allocate(config, [holder], OUR_IP, prev, random.Random(1), prev6)
+    assert plan.create6 != prev6 and plan.create6 is not None
+    # no IPv6 hint (a subnet.env from a v4-only run): both are drawn afresh
+    plan = allocate(config, [], OUR_IP, prev, random.Random(1), None)
+    assert plan.create6 is not None and plan.create in free_subnets(config, [])
+
+
+def test_dual_stack_out_of_ipv6_subnets_names_the_ipv6_range() -> None:
+    config = make_config(**DUAL, IPv6SubnetMin="fc00:5:0:1::", IPv6SubnetMax="fc00:5:0:2::")
+    taken = [dual_lease("10.5.1.0/24", "fc00:5:0:1::/64", "192.168.1.1"),
+             dual_lease("10.5.2.0/24", "fc00:5:0:2::/64", "192.168.1.2")]
+    with pytest.raises(LeaseError, match=r"out of subnets: every IPv6 /64 between "
+                       r"fc00:5:0:1:: and fc00:5:0:2:: in fc00:5::/48 is leased"):
+        allocate(config, taken, OUR_IP, None, random.Random(1))
+
+
+def test_v4_only_peers_do_not_block_ipv6_subnets() -> None:
+    config = make_config(**DUAL, IPv6SubnetMin="fc00:5:0:1::", IPv6SubnetMax="fc00:5:0:1::")
+    peers = [dual_lease("10.5.1.0/24", None, "192.168.1.1")]  # an IPv4-only peer
+    plan = allocate(config, peers, OUR_IP, None, random.Random(1))
+    assert plan.create6 == IPv6Network("fc00:5:0:1::/64")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
@@ -224,3 +224,62 @@ def test_the_socket_filter_keeps_type_30_only() -> None:
     assert verdict(neighbour_message(30, 2, 9, [])) == 0xFFFFFFFF
     assert verdict(neighbour_message(28, 2, 9, [])) == 0
     assert verdict(neighbour_message(29, 2, 9, [])) == 0
+
+
+# -- IPv6 (flannel-v6.<VNI>, host-gw's IPv6 routes) ----------------------------------------
+
+
+def test_an_ipv6_onlink_route_request_says_what_ip_6_route_replace_would() -> None:
+    request = route_replace(IPv6Network("fc00:5:0:34::/64"), IPv6Address("fc00:5:0:34::"), 7,
+                            70, onlink=True)
+    parsed = decoded(encode(request, 3), rtmsg)
+    assert (parsed["family"], parsed["dst_len"], parsed["proto"], parsed["flags"]) == \
+        (socket.AF_INET6, 64, 70, 4)
+    assert parsed.get_attr("RTA_DST") == "fc00:5:0:34::"
+    assert parsed.get_attr("RTA_GATEWAY") == "fc00:5:0:34::"
+    assert parsed.get_attr("RTA_OIF") == 7
+    delete = decoded(encode(route_delete(IPv6Network("fc00:5:0:34::/64"),
+                                         IPv6Address("2001:db8::2"), 2, 70), 4), rtmsg)
+    assert delete["header"]["type"] == 25 and delete["family"] == socket.AF_INET6
+    assert delete.get_attr("RTA_GATEWAY") == "2001:db8::2"
+
+
+def test_ipv6_neighbour_and_fdb_requests() -> None:
+    neigh = decoded(encode(neigh_replace(IPv6Address("fc00:5:0:34::"), MAC, 9), 1), ndmsg)
+    assert (neigh["family"], neigh["ifindex"], neigh["state"]) == (socket.AF_INET6, 9, 0x80)
+    assert neigh.get_attr("NDA_DST") == "fc00:5:0:34::"
+    assert neigh.get_attr("NDA_LLADDR") == "0e:01:02:03:04:05"
+    gone = decoded(encode(neigh_delete(IPv6Address("fc00:5:0:34::"), 9), 2), ndmsg)
+    assert gone["family"] == socket.AF_INET6 and gone["header"]["type"] == 29
+    fdb = decoded(encode(fdb_replace(MAC, IPv6Address("2001:db8::2"), 9), 3), ndmsg)
+    assert (fdb["family"], fdb["flags"], fdb["state"]) == (7, 2, 0x80)
+    assert fdb.get_attr("NDA_DST") == "2001:db8::2"
+    assert fdb.get_attr("NDA_LLADDR") == "0e:01:02:03:04:05"
+    assert fdb_delete(MAC, IPv6Address("2001:db8::2"), 9).body == \
+        fdb_replace(MAC, IPv6Address("2001:db8::2"), 9).body
+
+
+def route6_message(dst: str, dst_len: int, gateway: str | None, oif: int, proto: int) -> bytes:
+    message = rtmsg()
+    message["header"]["type"] = RTM_NEWROUTE
+    message["family"], message["dst_len"], message["table"] = socket.AF_INET6, dst_len, 254
+    message["proto"], message["type"] = proto, 1
+    attrs: list[tuple[str, Any]] = [("RTA_TABLE", 254), ("RTA_DST", dst), ("RTA_OIF", oif)]
+    if gateway:
+        attrs.append(("RTA_GATEWAY", gateway))
+    message["attrs"] = attrs
+    message.encode()
+    return bytes(message.data)
+
+
+def test_an_ipv6_dump_yields_our_ipv6_routes_only() -> None:
+    assert decoded(dump_request(70, 1, socket.AF_INET6), rtmsg)["family"] == socket.AF_INET6
+    data = (route6_message("fc00:5:0:34::", 64, "2001:db8::2", 2, 70)
+            + route6_message("fc00:9::", 32, "2001:db8::9", 2, 4)  # someone else's
+            + route_message("10.5.3.0", 24, "10.5.3.0", 7, 70)  # IPv4: not in this dump
+            + DONE)
+    routes, done = parse_routes(data, 70, socket.AF_INET6)
+    assert done and routes == [DumpedRoute(IPv6Network("fc00:5:0:34::/64"),
+                                           IPv6Address("2001:db8::2"), 2, False)]
+    v4, _ = parse_routes(data, 70)
+    assert [route.dst for route in v4] == [IPv4Network("10.5.3.0/24")]

@@ -548,3 +548,16 @@ def test_mutated_configs_only_parse_or_raise_config_error() -> None:
         assert config.subnet_max in config.network
         assert config.subnet_len <= 30
     assert parsed > 0
+
+
+def test_ipv6_only_is_refused_with_one_line() -> None:
+    message = config_error(config_text(EnableIPv4=False, EnableIPv6=True,
+                                       IPv6Network="fc00:5::/48"))
+    assert "EnableIPv4 false (an IPv6-only network) is not supported" in message
+    assert "\n" not in message
+
+
+def test_ipv6_subnet_size() -> None:
+    config = parse_network_config(config_text(EnableIPv6=True, IPv6Network="fc00:5::/120"))
+    assert config.ipv6_subnet_len == 122 and config.ipv6_subnet_size == 64
+    assert parse_network_config(config_text()).ipv6_subnet_size == 0

@@ -8,7 +8,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Final
 
@@ -27,7 +27,7 @@ from flanneld.docker_opts import (
     parse_args,
 )
 from flanneld.errors import ConfigError, DecodeError
-from flanneld.subnet_env import format_subnet_env
+from flanneld.subnet_env import format_subnet_env, parse_subnet_env
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 SH: Final = "/bin/sh"
@@ -460,3 +460,18 @@ def test_sh_sources_a_custom_key_without_ipmasq(files: tuple[Path, Path]) -> Non
     run(["-c", "-m", "-k", "FLANNEL_DOCKER_OPTS", "-f", str(subnet), "-d", str(out)])
     assert sh_value(out, "FLANNEL_DOCKER_OPTS") == " --bip=10.5.72.1/24 --mtu=1450"
     assert sh_value(out, "DOCKER_OPT_BIP") == ""
+
+
+def test_dual_stack_subnet_env_gives_the_same_options_as_flannels_script() -> None:
+    # flannel's dist/mk-docker-opts.sh reads only FLANNEL_SUBNET, FLANNEL_MTU and
+    # FLANNEL_IPMASQ: the IPv6 lines flanneld writes for dual stack change nothing
+    v4_only = format_subnet_env(IPv4Network("10.5.0.0/16"), IPv4Network("10.5.72.0/24"),
+                                1450, True)
+    dual = format_subnet_env(IPv4Network("10.5.0.0/16"), IPv4Network("10.5.72.0/24"), 1450,
+                             True, IPv6Network("fc00:5::/48"), IPv6Network("fc00:5:0:48::/64"))
+    assert "FLANNEL_IPV6_SUBNET=fc00:5:0:48::1/64\n" in dual
+    for individual, combined in ((True, True), (True, False), (False, True)):
+        assert docker_opts(parse_subnet_env(dual), individual=individual, combined=combined,
+                           key=DEFAULT_KEY, ipmasq=True) == \
+            docker_opts(parse_subnet_env(v4_only), individual=individual, combined=combined,
+                        key=DEFAULT_KEY, ipmasq=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Final
 
@@ -334,3 +334,38 @@ async def test_keep_rules_logs_a_resync_failure_and_goes_on(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == ["iptables resync failed, retrying in 5 s: "
                       "iptables-restore failed (exit 4): resource busy"]
+
+
+# -- IPv6 (ip6tables): flannel's masqIP6Rules and its forward rules for the IPv6 network -----
+
+NETWORK6: Final = IPv6Network("fc00:5::/48")
+SUBNET6: Final = IPv6Network("fc00:5:0:34::/64")
+MASQ6_LINES: Final = [
+    f"-A POSTROUTING {MASQ} -j FLANNEL-POSTRTG",
+    f"-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {MASQ} -j RETURN",
+    f"-A FLANNEL-POSTRTG -s fc00:5:0:34::/64 -d fc00:5::/48 {MASQ} -j RETURN",
+    f"-A FLANNEL-POSTRTG -s fc00:5::/48 -d fc00:5:0:34::/64 {MASQ} -j RETURN",
+    f"-A FLANNEL-POSTRTG ! -s fc00:5::/48 -d fc00:5:0:34::/64 {MASQ} -j RETURN",
+    f"-A FLANNEL-POSTRTG -s fc00:5::/48 ! -d ff00::/8 {MASQ} -j MASQUERADE --random-fully",
+    f"-A FLANNEL-POSTRTG ! -s fc00:5::/48 -d fc00:5::/48 {MASQ} -j MASQUERADE --random-fully",
+]
+
+
+def test_ipv6_masq_rules_are_flannels_masqIP6Rules() -> None:
+    rules = masq_rules(NETWORK6, SUBNET6, random_fully=True)
+    assert [format_rule(rule) for rule in rules] == MASQ6_LINES
+    assert rules == [as_rule("nat", line) for line in MASQ6_LINES]
+
+
+def test_ipv6_forward_rules_name_the_ipv6_network() -> None:
+    assert [format_rule(rule) for rule in forward_rules(NETWORK6)] == [
+        f"-A FORWARD {FWD} -j FLANNEL-FWD",
+        f"-A FLANNEL-FWD -s fc00:5::/48 {FWD} -j ACCEPT",
+        f"-A FLANNEL-FWD -d fc00:5::/48 {FWD} -j ACCEPT"]
+
+
+def test_ip6tables_runs_the_ip6tables_binaries() -> None:
+    ipt = IPTables.v6(("ip", "netns", "exec", "x"))
+    assert (ipt.iptables, ipt.iptables_save, ipt.iptables_restore) == (
+        "ip6tables", "ip6tables-save", "ip6tables-restore")
+    assert ipt.prefix == ("ip", "netns", "exec", "x")

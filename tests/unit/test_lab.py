@@ -20,6 +20,9 @@ from flanneld.lab import main
     (["--network", "192.0.0.0/16"], "overlaps the lab's underlay 192.0.2.0/24"),
     (["--network", "198.51.100.0/24"], "overlaps the lab's underlay 198.51.100.0/24"),
     (["--network", "10.5.0.0/24", "--hosts", "5"], "room for 3 subnets of /26, not 5"),
+    (["--ipv6", "--backend", "udp"], "--ipv6 needs --backend host-gw or vxlan"),
+    (["--ipv6", "--backend", "vxlan", "--dataplane", "userspace"], "the udp backend and the "
+     "userspace VXLAN data plane are IPv4-only"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,3 +31,15 @@ def test_bad_arguments_are_one_line_and_exit_2(argv: list[str], message: str,
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("flanneld-lab: error: ") and message in err[-1], err
+
+
+def test_ipv6_network_config_is_dual_stack() -> None:
+    import json
+
+    from flanneld.lab import _network_config
+    from lease.config import parse_network_config
+    config = parse_network_config(json.dumps(
+        _network_config("vxlan", "10.5.0.0/16", None, "fc00:5::/48")))
+    assert config.enable_ipv6 and str(config.ipv6_network) == "fc00:5::/48"
+    assert _network_config("host-gw", "10.5.0.0/16") == {
+        "Network": "10.5.0.0/16", "Backend": {"Type": "host-gw"}}

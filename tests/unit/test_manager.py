@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
@@ -329,3 +329,39 @@ async def test_our_key_deleted_by_hand_is_reacquired() -> None:
     assert store.keys[key].etcd_lease != old
     assert old not in store.leases  # the old etcd lease was revoked, not orphaned
     assert not [e for e in sink.events if e.kind is EventKind.REMOVED]
+
+
+# -- dual stack ----------------------------------------------------------------------------
+
+DUAL_CONFIG = (b'{"Network": "10.5.0.0/16", "EnableIPv6": true, "IPv6Network": "fc00:5::/48",'
+               b' "Backend": {"Type": "host-gw"}}')
+
+
+async def test_dual_stack_lease_key_and_value_as_flannel_writes_them() -> None:
+    clock = FakeClock()
+    store = InMemoryStore(clock, DUAL_CONFIG)
+    manager, _, _ = make(store, clock, previous_subnet=IPv4Network("10.5.52.0/24"),
+                         previous_ipv6_subnet=IPv6Network("fc00:5:0:34::/64"))
+    config = await manager.wait_for_config()
+    attrs = LeaseAttrs(ME, "host-gw", public_ipv6=IPv6Address("2001:db8::1"))
+    lease = await manager.acquire(config, attrs)
+    assert lease.ipv6_subnet == IPv6Network("fc00:5:0:34::/64")
+    entry = store.keys["10.5.52.0-24&fc00:5:0:34::-64"]
+    assert entry.value == (b'{"PublicIP":"192.0.2.1","PublicIPv6":"2001:db8::1",'
+                           b'"BackendType":"host-gw"}')
+    # a restart finds the lease by PublicIP and takes it back, both subnets
+    again, _, _ = make(store, clock)
+    assert (await again.acquire(config, attrs)).key == "10.5.52.0-24&fc00:5:0:34::-64"
+
+
+async def test_dual_stack_lease_lost_and_reacquired_elsewhere_names_both() -> None:
+    clock = FakeClock()
+    store = InMemoryStore(clock, DUAL_CONFIG)
+    manager, _, _ = make(store, clock)
+    config = await manager.wait_for_config()
+    lease = await manager.acquire(config, LeaseAttrs(ME, "host-gw"))
+    store.delete(lease.key)
+    store.put(lease.key, peer_value("192.0.2.99"))  # someone else took the pair
+    manager.own_lease_lost("test")
+    with pytest.raises(LeaseError, match=r"lost subnet .* and fc00:5:.* and acquired "):
+        await manager.run_renewal()
