@@ -4,7 +4,7 @@ plane: one TUN fd, UDP sockets, a codec that decides what happens to each packet
 Two engines, one behaviour:
 
 - NativeEngine (the default): the C extension backends._fastpath (backends/_native/) moves
-  the packets in two threads of its own, one per direction, with the GIL released: TUN
+  the packets in a thread of its own, both directions, with the GIL released: TUN
   reads and writes with the virtio-net header, TCP segmentation and joining, the udp and
   VXLAN encapsulation, the peer table, GSO/GRO. What it does not decide (ICMP errors, ARP
   for the VTEP, fragments, odd super-packets) comes back here as a slow packet, and the
@@ -630,7 +630,7 @@ def _enable(sock: socket.socket, what: str) -> bool:
 class NativeEngine:
     """The native fast path (backends._fastpath) behind PacketEngine's interface.
 
-    Its two threads read the TUN and the socket themselves; this object pushes nothing per
+    Its thread reads the TUN and the socket itself; this object pushes nothing per
     packet. Peer changes reach the native table through the codec's PeerTable; the slow
     packets come back through an eventfd and go through a PacketEngine that is never
     started, so that they meet exactly the Python engine's code; counters are the sum of

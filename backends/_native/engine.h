@@ -1,11 +1,11 @@
-/* The processing core shared by the I/O threads and the test entry points (module.c), and
- * the engine that runs the threads. See fastpath.h for the layout of the sources. */
+/* The processing core shared by the I/O thread and the test entry points (module.c), and
+ * the engine that runs the thread. See fastpath.h for the layout of the sources. */
 #ifndef FLANNELD_ENGINE_H
 #define FLANNELD_ENGINE_H
 
 #include "fastpath.h"
 
-#define FP_MAX_BURST 256            /* reads per wake-up, as backends/_datapath.py */
+#define FP_BURST 16                 /* reads of one fd before the other's turn */
 #define FP_TUN_BUFFER (65536 + 4096)
 #define FP_NET_GROUP (8 * 65536)    /* received batches gathered for one joining pass */
 #define FP_NET_BUFFER (FP_NET_GROUP + 2 * 65536)
@@ -57,7 +57,7 @@ fp_engine *fp_engine_new(fp_codec *codec, int tun_fd, int listen_fd, const int *
                          int nsenders, int vnet_hdr, int gso, int gro);
 void fp_engine_free(fp_engine *e);
 int fp_engine_start(fp_engine *e);     /* 0 or an errno */
-void fp_engine_stop(fp_engine *e);     /* waits for the threads */
+void fp_engine_stop(fp_engine *e);     /* waits for the thread */
 int fp_engine_slow_fd(const fp_engine *e);
 fp_slow *fp_engine_take_slow(fp_engine *e);  /* the queue, oldest first; free each */
 int fp_engine_take_events(fp_engine *e);     /* bit 0: the kernel refused UDP GSO */

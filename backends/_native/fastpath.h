@@ -14,7 +14,7 @@
  *   udp.c       the UDP side: the outbox and its GSO sends (sendmmsg), GRO receives
  *   codec.c     the peer table and the per-packet decisions of both codecs (pure)
  *   engine.c    moves reads through the codec into the outbox, and received groups
- *               through the codec into the TUN; the two I/O threads, the slow-path queue
+ *               through the codec into the TUN; the I/O thread, the slow-path queue
  *   module.c    the Python bindings
  */
 #ifndef FLANNELD_FASTPATH_H
@@ -81,7 +81,7 @@ typedef struct {
     uint32_t count;             /* 0: the slot is free */
 } fp_peer_slot;
 
-/* the codec: configuration and the peer table, shared by both I/O threads and Python */
+/* the codec: configuration and the peer table, shared by the I/O thread and Python */
 typedef struct {
     int kind;
     int headroom;
@@ -107,7 +107,7 @@ typedef struct {
     fp_route route;             /* SEND: a copy of the peer's entry */
 } fp_verdict;
 
-/* counters one thread keeps (it alone writes them; readers load them relaxed) */
+/* counters of one direction (the I/O thread alone writes them; readers load them relaxed) */
 typedef struct {
     uint64_t drops[FP_DROP_REASONS];
     uint64_t tx_packets, tx_bytes, rx_packets, rx_bytes;

@@ -3,8 +3,8 @@
  *   Codec   the peer table and the per-packet decisions (from_tun, from_net), and the
  *           processing of one TUN read (tun_read) or one received group (deliver) with
  *           their output captured: the entry points the differential tests use
- *           (tests/unit/test_native.py), running the same C as the threads.
- *   Engine  the two I/O threads over a TUN fd and UDP sockets; Python pushes peer changes
+ *           (tests/unit/test_native.py), running the same C as the I/O thread.
+ *   Engine  the I/O thread over a TUN fd and UDP sockets; Python pushes peer changes
  *           (through its Codec), reads counters and takes the slow packets.
  */
 #define PY_SSIZE_T_CLEAN
@@ -303,7 +303,7 @@ static PyObject *capture_result(capture *cap, const fp_counters *counters)
     return Py_BuildValue("OOON", cap->sends, cap->writes, cap->slow, c);
 }
 
-/* tun_read(meta, buf, n, nsenders, vnet_hdr, gso): one TUN read, as the TUN thread
+/* tun_read(meta, buf, n, nsenders, vnet_hdr, gso): one TUN read, as the I/O thread
  * processes it (buf: the headroom, then the packet), with everything it sends captured */
 static PyObject *Codec_tun_read(CodecObject *self, PyObject *args)
 {
@@ -347,7 +347,7 @@ done:
     return result;
 }
 
-/* deliver(buf, n, segment, src, vnet_hdr): one received group, as the socket thread
+/* deliver(buf, n, segment, src, vnet_hdr): one received group, as the I/O thread
  * delivers it, with every TUN write captured; buf needs room for a whole last segment */
 static PyObject *Codec_deliver(CodecObject *self, PyObject *args)
 {
@@ -565,13 +565,13 @@ static PyObject *Engine_get_gso(EngineObject *self, void *closure)
 }
 
 static PyMethodDef Engine_methods[] = {
-    {"start", (PyCFunction)Engine_start, METH_NOARGS, "start the two I/O threads"},
-    {"stop", (PyCFunction)Engine_stop, METH_NOARGS, "stop them and wait for them"},
+    {"start", (PyCFunction)Engine_start, METH_NOARGS, "start the I/O thread"},
+    {"stop", (PyCFunction)Engine_stop, METH_NOARGS, "stop it and wait for it"},
     {"take_slow", (PyCFunction)Engine_take_slow, METH_NOARGS,
      "the packets waiting for the Python codec: [(kind, meta, data, src)], oldest first"},
     {"take_events", (PyCFunction)Engine_take_events, METH_NOARGS,
      "what happened since the last call: bit 0, the kernel refused UDP GSO"},
-    {"counters", (PyCFunction)Engine_counters, METH_NOARGS, "both threads' counters, summed"},
+    {"counters", (PyCFunction)Engine_counters, METH_NOARGS, "the counters of both directions, summed"},
     {NULL, NULL, 0, NULL},
 };
 

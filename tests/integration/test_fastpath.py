@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -135,3 +136,33 @@ def test_a_node_with_offloads_and_one_without_exchange_traffic(
     assert plain_counters["tso_packets"] == 0 and plain_counters["joined_segments"] == 0
     for counters in (fast_counters, plain_counters):
         assert counters["drop_malformed"] == 0 and counters["drop_oversized"] == 0, counters
+
+
+def cpu_seconds(host: Host) -> float:
+    """The daemon's user + system CPU time so far (/proc/<pid>/stat, all its threads)."""
+    assert host.daemon is not None
+    with open(f"/proc/{host.daemon.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_the_data_path_costs_no_cpu_when_idle_and_little_for_sparse_pings(
+        lab: Lab, backend: str) -> None:
+    """The native thread watches its fds for a while after light work (for the answer's
+    sake) but from a budget of a tenth of its time: idle, nothing; a ping every 20 ms (the
+    benchmark's RTT probe), well under a tenth of a core."""
+    a, b = start(lab, BACKENDS[backend], (), ())
+    assert lab.exec(a.container_ns, "ping", "-c", "50", "-i", "0.02", b.container_ip,
+                    check=False).returncode == 0
+    before = {host.index: cpu_seconds(host) for host in (a, b)}
+    time.sleep(3)  # the measurement itself: three idle seconds
+    for host in (a, b):
+        assert cpu_seconds(host) - before[host.index] < 0.1, "CPU while idle"
+    before = {host.index: cpu_seconds(host) for host in (a, b)}
+    started = time.monotonic()
+    lab.exec(a.container_ns, "ping", "-c", "150", "-i", "0.02", b.container_ip, check=False)
+    elapsed = time.monotonic() - started
+    for host in (a, b):
+        share = (cpu_seconds(host) - before[host.index]) / elapsed
+        assert share < 0.15, f"c{host.index}'s daemon used {share:.0%} of a core for pings"
