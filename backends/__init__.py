@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Final
 
-from flanneld.errors import ConfigError
 from lease.config import NetworkConfig
+from lease.errors import ConfigError
 
 from ._base import Backend, BackendContext, ExternalInterface
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Final, NamedTuple, Protocol
 
-from flanneld.errors import ConfigError
+from lease.errors import ConfigError
 
 ENGINE_VARIABLE: Final = "FLANNELD_ENGINE"
 ENGINES: Final = ("auto", "native", "python")

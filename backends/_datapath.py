@@ -40,7 +40,7 @@ from ipaddress import IPv4Address
 from types import ModuleType
 from typing import Any, Final, Protocol
 
-from flanneld.errors import BackendError
+from lease.errors import BackendError
 from tun.offload import (
     GSO_ECN,
     GSO_NONE,

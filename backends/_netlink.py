@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from flanneld.errors import BackendError
+from lease.errors import BackendError
 
 from ._bulk import dump_routes
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from flanneld.errors import BackendError, DecodeError
+from lease.errors import BackendError, DecodeError
 from lease.model import (
     EventKind,
     Lease,

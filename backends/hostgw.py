@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Final
 
-from flanneld.errors import BackendError
+from lease.errors import BackendError
 from lease.model import EventKind, Lease, LeaseAttrs, LeaseEvent
 
 from ._base import BackendContext

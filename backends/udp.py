@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Final
 
-from flanneld.errors import BackendError, ConfigError, DecodeError
 from lease.config import BackendSpec
+from lease.errors import BackendError, ConfigError, DecodeError
 from lease.model import EventKind, Lease, LeaseAttrs, LeaseEvent
 from tun.device import TunDevice, configure_tun
 from tun.packet import (

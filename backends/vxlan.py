@@ -37,8 +37,8 @@ from typing import Any, Final
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from flanneld.errors import BackendError, ConfigError, DecodeError
 from lease.config import BackendSpec
+from lease.errors import BackendError, ConfigError, DecodeError
 from lease.model import EventKind, Lease, LeaseAttrs, LeaseEvent, backend_data, backend_data_json
 from tun.device import TunDevice, configure_tun, set_sysctl
 from tun.packet import check_ipv4, complete_partial_checksum, decrement_ttl

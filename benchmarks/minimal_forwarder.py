@@ -27,7 +27,7 @@ from typing import Final
 
 import uvloop
 
-from flanneld.errors import FlannelError
+from lease.errors import FlannelError
 from tun.device import TunDevice
 
 BURST: Final = 64  # packets per wake-up and direction

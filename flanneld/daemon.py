@@ -25,12 +25,12 @@ import uvloop
 from backends import Backend, BackendContext, check_backend, create_backend
 from backends._codec import engine_choice
 from lease.config import BackendSpec, NetworkConfig
+from lease.errors import BackendError, ConfigError, DecodeError, FlannelError
 from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.manager import LeaseManager, LeaseSettings
 from lease.model import Lease
 
 from .cli import Options
-from .errors import BackendError, ConfigError, DecodeError, FlannelError
 from .health import HealthServer, HealthState
 from .iface import check_ipv6, pick_interface
 from .iptables import IPTables, Rule, forward_rules, keep_rules, masq_rules

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .errors import ConfigError, DecodeError, FlannelError
+from lease.errors import ConfigError, DecodeError, FlannelError
+
 from .subnet_env import parse_subnet_env, write_atomic
 
 PROG: Final = "mk-docker-opts"

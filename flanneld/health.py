@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .errors import ConfigError
+from lease.errors import ConfigError
+
 from .metrics import CONTENT_TYPE, render
 
 log = logging.getLogger(__name__)

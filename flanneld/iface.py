@@ -18,8 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from backends import ExternalInterface
 from backends._netlink import Netlink, collect
-
-from .errors import ConfigError
+from lease.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Final, Protocol
 
-from .errors import BackendError
+from lease.errors import BackendError
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from flanneld.errors import ConfigError
 from flanneld.tables import format_table
 from lease.allocation import free_subnets
 from lease.config import parse_network_config
+from lease.errors import ConfigError
 
 UNDERLAY: Final = IPv4Network("192.0.2.0/24")
 ROUTED: Final = IPv4Network("198.51.100.0/24")  # a second underlay, behind a router

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from pathlib import Path
 
-from .errors import DecodeError
+from lease.errors import DecodeError
 
 
 def format_subnet_env(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Final
 
-from flanneld.errors import LeaseError
+from lease.errors import LeaseError
 
 from .config import NetworkConfig
 from .model import Lease

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Final
 
-from flanneld.errors import ConfigError
+from lease.errors import ConfigError
 
 DEFAULT_BACKEND: Final = "udp"
 

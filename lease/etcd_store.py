@@ -33,7 +33,7 @@ from etcd3aio.connections import ConnectionManager
 from etcd3aio.kv import KVService
 from etcd3aio.lease import LeaseService
 
-from flanneld.errors import ConfigError, DecodeError, StoreAuthError, StoreUnavailable
+from lease.errors import ConfigError, DecodeError, StoreAuthError, StoreUnavailable
 
 from .model import SUBNETS_DIR, Lease, LeaseAttrs, decode_lease, encode_lease_attrs, subnet_key
 from .store import KeyEvent, Listing, WatchBatch

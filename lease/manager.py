@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Final, TypeVar
 
-from flanneld.errors import (
+from lease.errors import (
     ConfigError,
     DecodeError,
     LeaseError,

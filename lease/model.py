@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Final
 
-from flanneld.errors import DecodeError
+from lease.errors import DecodeError
 
 from .config import fold_keys, loads_strict
 

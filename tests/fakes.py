@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
-from flanneld.errors import DecodeError, StoreUnavailable
+from lease.errors import DecodeError, StoreUnavailable
 from lease.model import Lease, LeaseAttrs, decode_lease, encode_lease_attrs, subnet_key
 from lease.store import KeyEvent, Listing, WatchBatch
 

@@ -21,7 +21,7 @@ from typing import Any, Final
 import pytun
 
 from backends._netlink import Netlink
-from flanneld.errors import BackendError
+from lease.errors import BackendError
 from tun.offload import VNET_HDR_LEN
 
 IFF_VNET_HDR: Final = 0x4000

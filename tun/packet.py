@@ -12,7 +12,7 @@ import struct
 import sys
 from typing import Final
 
-from flanneld.errors import DecodeError
+from lease.errors import DecodeError
 
 IPV4_HEADER_LEN: Final = 20
 ICMP_HEADER_LEN: Final = 8

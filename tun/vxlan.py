@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Final
 
-from flanneld.errors import DecodeError
+from lease.errors import DecodeError
 
 VXLAN_PORT: Final = 8472  # flannel's (and Linux's) default, not IANA's 4789
 VXLAN_HEADER_LEN: Final = 8

@@ -12,7 +12,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from flanneld.errors import StoreUnavailable
+from lease.errors import StoreUnavailable
 from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.model import LeaseAttrs
 from lease.store import WatchBatch

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flanneld.errors import ConfigError, StoreUnavailable
 from flanneld.lab import wait_for
+from lease.errors import ConfigError, StoreUnavailable
 from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 
 from .conftest import _free_port, _require

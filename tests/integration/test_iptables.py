@@ -18,7 +18,6 @@ from typing import Final
 
 import pytest
 
-from flanneld.errors import BackendError
 from flanneld.iptables import (
     IPTables,
     Rule,
@@ -29,6 +28,7 @@ from flanneld.iptables import (
     own_chains,
 )
 from flanneld.lab import sh
+from lease.errors import BackendError
 
 NETWORK: Final = IPv4Network("10.5.0.0/16")
 SUBNET: Final = IPv4Network("10.5.72.0/24")

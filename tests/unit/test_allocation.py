@@ -10,9 +10,9 @@ from typing import Any, Final
 
 import pytest
 
-from flanneld.errors import LeaseError
 from lease.allocation import MAX_CANDIDATES, Allocation, allocate, free_subnets
 from lease.config import NetworkConfig, parse_network_config
+from lease.errors import LeaseError
 from lease.model import Lease, LeaseAttrs
 
 OUR_IP: Final = IPv4Address("192.168.0.10")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from backends import check_backend
-from flanneld.errors import ConfigError
 from lease.config import parse_network_config
+from lease.errors import ConfigError
 
 DUAL = {"Network": "10.5.0.0/16", "EnableIPv6": True, "IPv6Network": "fc00:5::/48"}
 

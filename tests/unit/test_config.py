@@ -9,8 +9,8 @@ from typing import Any, Final
 
 import pytest
 
-from flanneld.errors import ConfigError
 from lease.config import BackendSpec, NetworkConfig, parse_network_config
+from lease.errors import ConfigError
 
 EXAMPLE: Final = (
     '{"Network": "10.5.0.0/16", "SubnetLen": 24, "Backend": {"Type": "vxlan", "VNI": 1}}'

@@ -26,8 +26,8 @@ from flanneld.docker_opts import (
     main,
     parse_args,
 )
-from flanneld.errors import ConfigError, DecodeError
 from flanneld.subnet_env import format_subnet_env, parse_subnet_env
+from lease.errors import ConfigError, DecodeError
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 SH: Final = "/bin/sh"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flanneld.errors import ConfigError
+from lease.errors import ConfigError
 from lease.etcd_store import parse_endpoints
 
 

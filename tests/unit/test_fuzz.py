@@ -44,9 +44,9 @@ from scapy.packet import Raw
 from backends._codec import Answer, Drop, Dropped, Reply, Send, SendMany, Verdict, Write
 from backends.udp import UDPCodec
 from backends.vxlan import VXLANCodec
-from flanneld.errors import ConfigError, DecodeError
 from flanneld.subnet_env import parse_subnet_env, previous_subnet
 from lease.config import NetworkConfig, parse_network_config
+from lease.errors import ConfigError, DecodeError
 from lease.model import (
     LeaseAttrs,
     decode_lease,

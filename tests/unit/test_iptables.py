@@ -12,7 +12,6 @@ from typing import Final
 
 import pytest
 
-from flanneld.errors import BackendError
 from flanneld.iptables import (
     IPTables,
     Rule,
@@ -25,6 +24,7 @@ from flanneld.iptables import (
     parse_version,
     restore_text,
 )
+from lease.errors import BackendError
 
 NETWORK: Final = IPv4Network("10.5.0.0/16")
 SUBNET: Final = IPv4Network("10.5.72.0/24")

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
-from flanneld.errors import LeaseError
+from lease.errors import LeaseError
 from lease.manager import LeaseManager, LeaseSettings, renew_at
 from lease.model import EventKind, LeaseAttrs, LeaseEvent, encode_lease_attrs
 from tests.fakes import FakeClock, InMemoryStore

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import pytest
 
-from flanneld.errors import DecodeError
+from lease.errors import DecodeError
 from lease.model import (
     EventKind,
     Lease,

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from backends._netlink import device_lost, watch_device
-from flanneld.errors import BackendError
+from lease.errors import BackendError
 
 
 def test_a_device_that_is_still_ours_is_not_lost() -> None:

@@ -16,7 +16,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
 from scapy.layers.inet6 import IPv6
 from scapy.utils import checksum as scapy_checksum
 
-from flanneld.errors import DecodeError
+from lease.errors import DecodeError
 from tests.scapy_ref import header_checksum_ok, reassemble, scapy_reencode
 from tun.packet import (
     FLAG_DF,

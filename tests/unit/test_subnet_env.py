@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flanneld.errors import DecodeError
 from flanneld.subnet_env import (
     check_writable,
     format_subnet_env,
@@ -21,6 +20,7 @@ from flanneld.subnet_env import (
     previous_subnet,
     write_atomic,
 )
+from lease.errors import DecodeError
 
 FLANNEL_MD_EXAMPLE: Final = (
     "FLANNEL_NETWORK=10.5.0.0/16\n"

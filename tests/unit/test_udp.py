@@ -17,8 +17,8 @@ from scapy.layers.inet6 import IPv6
 
 from backends._codec import Drop, Dropped, Reply, Route, Send, SendMany, Verdict, Write
 from backends.udp import DEFAULT_PORT, UDPCodec, UDPConfig
-from flanneld.errors import ConfigError
 from lease.config import BackendSpec
+from lease.errors import ConfigError
 from tests.codecs import (
     OWN,
     OWN_PUBLIC,

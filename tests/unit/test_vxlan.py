@@ -22,8 +22,8 @@ from scapy.packet import Raw
 
 from backends._codec import Answer, Drop, Dropped, Send, Verdict, Write
 from backends.vxlan import Peer, VXLANCodec, VXLANConfig, peer_of, random_vtep_mac
-from flanneld.errors import ConfigError
 from lease.config import BackendSpec
+from lease.errors import ConfigError
 from lease.model import Lease, LeaseAttrs, backend_data_json
 from tests.codecs import (
     MAC_B,

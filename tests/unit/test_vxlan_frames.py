@@ -16,7 +16,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 
-from flanneld.errors import DecodeError
+from lease.errors import DecodeError
 from tun.vxlan import (
     ARP_LEN,
     ARP_REPLY,

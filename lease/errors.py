@@ -1,5 +1,8 @@
 """The one error tree. Everything a user or the network can cause derives from FlannelError.
 
+It sits at the bottom: every package (lease, tun, backends, flanneld) imports it, and it
+imports nothing.
+
 The CLI turns any FlannelError into one line on stderr and a non-zero exit; a traceback
 means a bug in flanneld-py, never a bad input.
 """
