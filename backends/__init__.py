@@ -13,6 +13,7 @@ from lease.config import NetworkConfig
 from lease.errors import ConfigError
 
 from ._base import Backend, BackendContext, ExternalInterface
+from ._netlink import Netlink, collect
 
 REGISTRY: Final[dict[str, str]] = {
     "host-gw": "backends.hostgw:HostGWBackend",
@@ -29,8 +30,8 @@ OPTIONS: Final[dict[str, str]] = {
 # backends that carry IPv4 only, as in flannel (its udp backend has no IPv6 data path)
 IPV4_ONLY: Final = frozenset({"udp"})
 
-__all__ = ["REGISTRY", "Backend", "BackendContext", "ExternalInterface", "create_backend",
-           "check_backend"]
+__all__ = ["REGISTRY", "Backend", "BackendContext", "ExternalInterface", "Netlink", "collect",
+           "create_backend", "check_backend"]
 
 
 def check_backend(network: NetworkConfig) -> None:

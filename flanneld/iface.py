@@ -16,8 +16,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from backends import ExternalInterface
-from backends._netlink import Netlink, collect
+from backends import ExternalInterface, Netlink, collect
 from lease.errors import ConfigError
 
 

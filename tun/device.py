@@ -13,14 +13,14 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 import pytun
 
-from backends._netlink import Netlink
 from lease.errors import BackendError
 from tun.offload import VNET_HDR_LEN
 
@@ -30,6 +30,14 @@ TUNSETVNETHDRSZ: Final = 0x400454D8
 TUN_F_CSUM: Final = 0x01
 TUN_F_TSO4: Final = 0x02
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Netlink(Protocol):
+    """What configuring the device needs of the backends' netlink shell
+    (backends/_netlink.py's Netlink): run a pyroute2 request function, await its result."""
+
+    async def call(self, fn: Callable[[Any], Awaitable[T]]) -> T: ...
 
 
 @dataclass
