@@ -11,13 +11,15 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
 from . import __version__
+from .options import Options
 
 EXIT_USAGE: Final = 2
+DEFAULTS: Final = Options()
 
 
 class UsageError(Exception):
@@ -68,7 +70,6 @@ def _ipv6(text: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Flag:
     name: str
-    default: Any
     help: str
     parse: Callable[[str], Any] = str
     repeated: bool = False
@@ -78,92 +79,64 @@ class Flag:
     def is_bool(self) -> bool:
         return self.parse is _bool
 
+    @property
+    def default(self) -> Any:
+        """flannel's default, as Options holds it (defined once, in flanneld/options.py)."""
+        return getattr(DEFAULTS, self.name.replace("-", "_"))
+
 
 def _between(low: int, high: int) -> Callable[[Any], str | None]:
     return lambda value: None if low <= value <= high else f"must be between {low} and {high}"
 
 
 FLAGS: Final[tuple[Flag, ...]] = (
-    Flag("etcd-endpoints", "http://127.0.0.1:4001,http://127.0.0.1:2379",
-         "a comma-delimited list of etcd endpoints"),
-    Flag("etcd-prefix", "/coreos.com/network", "etcd prefix"),
-    Flag("etcd-keyfile", "", "SSL key file used to secure etcd communication"),
-    Flag("etcd-certfile", "", "SSL certification file used to secure etcd communication"),
-    Flag("etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication"),
-    Flag("etcd-username", "", "username for BasicAuth to etcd"),
-    Flag("etcd-password", "", "password for BasicAuth to etcd"),
-    Flag("iface", [], "interface to use (IP or name) for inter-host communication; repeatable",
+    Flag("etcd-endpoints", "a comma-delimited list of etcd endpoints"),
+    Flag("etcd-prefix", "etcd prefix"),
+    Flag("etcd-keyfile", "SSL key file used to secure etcd communication"),
+    Flag("etcd-certfile", "SSL certification file used to secure etcd communication"),
+    Flag("etcd-cafile", "SSL Certificate Authority file used to secure etcd communication"),
+    Flag("etcd-username", "username for BasicAuth to etcd"),
+    Flag("etcd-password", "password for BasicAuth to etcd"),
+    Flag("iface", "interface to use (IP or name) for inter-host communication; repeatable",
          repeated=True),
-    Flag("iface-regex", [], "regex of interface names or IPs to use; repeatable", repeated=True),
-    Flag("iface-can-reach", "", "use the interface that routes to this IP", _ipv4),
-    Flag("public-ip", "", "IP accessible by other nodes for inter-host communication", _ipv4),
-    Flag("public-ipv6", "", "IPv6 accessible by other nodes for inter-host communication "
+    Flag("iface-regex", "regex of interface names or IPs to use; repeatable", repeated=True),
+    Flag("iface-can-reach", "use the interface that routes to this IP", _ipv4),
+    Flag("public-ip", "IP accessible by other nodes for inter-host communication", _ipv4),
+    Flag("public-ipv6", "IPv6 accessible by other nodes for inter-host communication "
          "(with EnableIPv6)", _ipv6),
-    Flag("subnet-file", "/run/flannel/subnet.env",
-         "filename where env variables (subnet, MTU, ...) will be written to"),
-    Flag("subnet-lease-renew-margin", 60,
+    Flag("subnet-file", "filename where env variables (subnet, MTU, ...) will be written to"),
+    Flag("subnet-lease-renew-margin",
          "subnet lease renewal margin, in minutes, ranging from 1 to 1439", _int,
          check=_between(1, 1439)),
-    Flag("subnet-lease-ttl", 86400,
+    Flag("subnet-lease-ttl",
          "TTL of the subnet lease in etcd, in seconds (flannel: fixed 86400)", _int,
          check=_between(5, 7 * 86400)),
-    Flag("vxlan-dataplane", "", "vxlan only: this node's data plane, kernel or userspace "
+    Flag("vxlan-dataplane", "vxlan only: this node's data plane, kernel or userspace "
          "(overrides the network config's Backend.Dataplane)", _dataplane),
-    Flag("offload", "", "udp and userspace vxlan: this node's TUN offloads and UDP GSO/GRO, "
+    Flag("offload", "udp and userspace vxlan: this node's TUN offloads and UDP GSO/GRO, "
          "on or off (overrides the network config's Backend.Offload)", _offload),
-    Flag("ip-masq", False, "setup IP masquerade rule for traffic destined outside of overlay "
+    Flag("ip-masq", "setup IP masquerade rule for traffic destined outside of overlay "
          "network", _bool),
-    Flag("iptables-resync", 5, "resync period for iptables rules, in seconds", _int,
+    Flag("iptables-resync", "resync period for iptables rules, in seconds", _int,
          check=_between(1, 86400)),
-    Flag("iptables-forward-rules", True, "add default accept rules to FORWARD chain", _bool),
-    Flag("healthz-ip", "0.0.0.0", "the IP address for healthz server to listen", _ipv4),
-    Flag("healthz-port", 0, "the port for healthz server to listen (0 to disable)", _int,
+    Flag("iptables-forward-rules", "add default accept rules to FORWARD chain", _bool),
+    Flag("healthz-ip", "the IP address for healthz server to listen", _ipv4),
+    Flag("healthz-port", "the port for healthz server to listen (0 to disable)", _int,
          check=_between(0, 65535)),
-    Flag("v", 0, "log level for V logs (>0 logs debug)", _int, check=_between(0, 10)),
-    Flag("version", False, "print version and exit", _bool),
-    Flag("print-systemd-unit", False, "print a systemd unit for flanneld and exit", _bool),
-    Flag("print-docker-dropin", False,
+    Flag("v", "log level for V logs (>0 logs debug)", _int, check=_between(0, 10)),
+    Flag("version", "print version and exit", _bool),
+    Flag("print-systemd-unit", "print a systemd unit for flanneld and exit", _bool),
+    Flag("print-docker-dropin",
          "print a docker.service drop-in that feeds it subnet.env, and exit", _bool),
 )
 _BY_NAME: Final = {flag.name: flag for flag in FLAGS}
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    etcd_endpoints: str = "http://127.0.0.1:4001,http://127.0.0.1:2379"
-    etcd_prefix: str = "/coreos.com/network"
-    etcd_keyfile: str = ""
-    etcd_certfile: str = ""
-    etcd_cafile: str = ""
-    etcd_username: str = ""
-    etcd_password: str = field(default="", repr=False)
-    iface: tuple[str, ...] = ()
-    iface_regex: tuple[str, ...] = ()
-    iface_can_reach: str = ""
-    public_ip: str = ""
-    public_ipv6: str = ""
-    subnet_file: str = "/run/flannel/subnet.env"
-    subnet_lease_renew_margin: int = 60
-    subnet_lease_ttl: int = 86400
-    vxlan_dataplane: str = ""
-    offload: str = ""
-    ip_masq: bool = False
-    iptables_resync: int = 5
-    iptables_forward_rules: bool = True
-    healthz_ip: str = "0.0.0.0"
-    healthz_port: int = 0
-    v: int = 0
-    version: bool = False
-    print_systemd_unit: bool = False
-    print_docker_dropin: bool = False
-    help: bool = False
 
 
 def usage() -> str:
     lines = ["Usage: flanneld [OPTION]...", ""]
     for flag in FLAGS:
         kind = "" if flag.is_bool else " value"
-        default = "" if flag.default in ("", [], False) else f" (default {flag.default})"
+        default = "" if flag.default in ("", (), False) else f" (default {flag.default})"
         lines.append(f"  -{flag.name}{kind}\n        {flag.help}{default}")
     lines.append("\nEvery flag can also be set as FLANNELD_<NAME>, e.g. FLANNELD_ETCD_ENDPOINTS.")
     return "\n".join(lines)

@@ -30,10 +30,10 @@ from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.manager import LeaseManager, LeaseSettings
 from lease.model import Lease
 
-from .cli import Options
 from .health import HealthServer, HealthState
 from .iface import check_ipv6, pick_interface
 from .iptables import IPTables, Rule, forward_rules, keep_rules, masq_rules
+from .options import Options
 from .subnet_env import (
     check_writable,
     format_subnet_env,

@@ -15,8 +15,9 @@ import pytest
 
 import flanneld
 from flanneld import cli
-from flanneld.cli import Options, UsageError, main, parse_args, usage
+from flanneld.cli import UsageError, main, parse_args, usage
 from flanneld.daemon import with_node_overrides
+from flanneld.options import Options
 from lease.config import parse_network_config
 
 # Every flag FLANNEL.md §5 lists; the usage text and the parser must know each one.
@@ -609,3 +610,14 @@ def test_offload_flag_overrides_the_network_config(backend: dict[str, object], f
 def test_no_override_keeps_the_config() -> None:
     config = parse_network_config('{"Network": "10.5.0.0/16", "Backend": {"Type": "host-gw"}}')
     assert with_node_overrides(config, dataclasses.replace(Options(), offload="off")) is config
+
+
+def test_every_flag_is_an_option_and_its_default_is_the_options() -> None:
+    """Defaults are defined once, in Options: each flag reads its own from there."""
+    from dataclasses import fields
+
+    from flanneld.cli import FLAGS
+    names = {flag.name.replace("-", "_") for flag in FLAGS}
+    assert names | {"help"} == {f.name for f in fields(Options)}
+    assert parse_args([], {}) == Options()
+    assert all(flag.default == getattr(Options(), flag.name.replace("-", "_")) for flag in FLAGS)

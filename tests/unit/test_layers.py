@@ -106,3 +106,9 @@ def test_the_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
     found, top = imports(sample)
     assert "backends._codec" in found and "backends._codec" in top
     assert any(name.startswith("tun.") for name in found)
+
+
+def test_the_daemon_does_not_import_the_command_line() -> None:
+    """flanneld/options.py holds Options; the daemon takes one without knowing the CLI."""
+    found, _ = imports(ROOT / "flanneld" / "daemon.py")
+    assert not {name for name in found if name.startswith("flanneld.cli")}
