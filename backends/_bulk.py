@@ -56,9 +56,11 @@ RTN_UNICAST: Final = 1
 RT_SCOPE_UNIVERSE: Final = 0
 RT_SCOPE_NOWHERE: Final = 255  # in a delete: whatever the route's scope
 RTNH_F_ONLINK: Final = 4
+NUD_REACHABLE: Final = 0x02
 NUD_PERMANENT: Final = 0x80
 NTF_SELF: Final = 0x02
 MAIN_TABLE: Final = 254
+RTPROT_FLANNEL: Final = 70  # the protocol our routes carry (`ip route` shows "proto 70")
 DELETE: Final = NLM_F_REQUEST | NLM_F_ACK
 CHUNK: Final = 60 * 1024  # bytes of requests per send; their acks fit the receive buffer
 
@@ -117,10 +119,11 @@ def route_delete(dst: Network, gateway: Address, oif: int, proto: int,
     return _route(RTM_DELROUTE, dst, gateway, oif, proto, onlink, DELETE)
 
 
-def neigh_replace(dst: Address, lladdr: bytes, ifindex: int) -> Request:
-    """`ip neigh replace <dst> lladdr <lladdr> dev <ifindex> nud permanent` (`ip -6 neigh`
-    for an IPv6 `dst`)."""
-    body = (_NDMSG.pack(_family(dst), 0, 0, ifindex, NUD_PERMANENT, 0, 0)
+def neigh_replace(dst: Address, lladdr: bytes, ifindex: int,
+                  state: int = NUD_PERMANENT) -> Request:
+    """`ip neigh replace <dst> lladdr <lladdr> dev <ifindex> nud permanent` (or another
+    state; `ip -6 neigh` for an IPv6 `dst`)."""
+    body = (_NDMSG.pack(_family(dst), 0, 0, ifindex, state, 0, 0)
             + _attr(NDA_DST, dst.packed) + _attr(NDA_LLADDR, lladdr))
     return Request(RTM_NEWNEIGH, body, f"neighbour {dst}")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Final, NamedTuple, Protocol
 
@@ -92,6 +92,18 @@ class Dropped(NamedTuple):
 Verdict = Send | Write | Reply | SendMany | Answer | Dropped
 
 DROPPED: Final = {reason: Dropped(reason) for reason in Drop}  # built once, never per packet
+# the drops the codecs return, by name
+RUNT: Final = DROPPED[Drop.RUNT]
+NOT_IPV4: Final = DROPPED[Drop.NOT_IPV4]
+MALFORMED: Final = DROPPED[Drop.MALFORMED]
+NO_ROUTE: Final = DROPPED[Drop.NO_ROUTE]
+TTL_EXPIRED: Final = DROPPED[Drop.TTL_EXPIRED]
+NOT_PEER: Final = DROPPED[Drop.NOT_PEER]
+NOT_OUR_SUBNET: Final = DROPPED[Drop.NOT_OUR_SUBNET]
+OVERSIZED: Final = DROPPED[Drop.OVERSIZED]
+WRONG_VNI: Final = DROPPED[Drop.WRONG_VNI]
+WRONG_MAC: Final = DROPPED[Drop.WRONG_MAC]
+NOT_FOR_US: Final = DROPPED[Drop.NOT_FOR_US]
 
 
 class Route(NamedTuple):
@@ -163,6 +175,29 @@ class PeerTable:
         for key, ip, port, header in self.entries():
             table.add(key, ip, port, header)
         self._mirror = table
+
+
+@dataclass(slots=True)
+class SubnetCodec:
+    """What every codec keeps: our subnet, the peer table, and the views of it the hot path
+    reads (a peer subnet's route in one mask and one probe: all leases share SubnetLen)."""
+
+    own_subnet: IPv4Network
+    subnet_len: int
+    table: PeerTable = field(init=False)
+    routes: dict[int, Route] = field(init=False)  # the table's, for the hot path
+    peers: dict[str, int] = field(init=False)  # PublicIP -> number of subnets
+    mask: int = field(init=False)
+    own_net: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.table = PeerTable(self.subnet_len)
+        self.routes, self.peers = self.table.routes, self.table.peers
+        self.mask = (0xFFFFFFFF << (32 - self.subnet_len)) & 0xFFFFFFFF
+        self.own_net = int(self.own_subnet.network_address)
+
+    def remove_peer(self, subnet: IPv4Network) -> None:
+        self.table.remove(subnet)
 
 
 class NativeKind(enum.IntEnum):

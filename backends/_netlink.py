@@ -22,10 +22,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from lease.errors import BackendError
 
-from ._bulk import dump_routes
+from ._bulk import RTPROT_FLANNEL, dump_routes
 
 log = logging.getLogger(__name__)
-RTPROT_FLANNEL: Final = 70  # shown as "proto 70" by `ip route`
 MAIN_TABLE: Final = 254
 DEVICE_CHECK_S: Final = 1.0  # how soon a deleted or replaced device of ours is noticed
 T = TypeVar("T")

@@ -19,8 +19,8 @@ from lease.errors import BackendError
 from lease.model import EventKind, Lease, LeaseAttrs, LeaseEvent
 
 from ._base import BackendContext
-from ._bulk import program, route_delete, route_replace
-from ._netlink import RTPROT_FLANNEL, Netlink, Route, RouteTable
+from ._bulk import RTPROT_FLANNEL, program, route_delete, route_replace
+from ._netlink import Netlink, Route, RouteTable
 
 log = logging.getLogger(__name__)
 

@@ -31,20 +31,27 @@ from tun.packet import (
 )
 
 from ._base import BackendContext
+from ._bulk import RTPROT_FLANNEL
 from ._codec import (
     DROPPED,
+    MALFORMED,
+    NOT_IPV4,
+    NOT_OUR_SUBNET,
+    NOT_PEER,
+    RUNT,
+    TTL_EXPIRED,
     Drop,
     NativeKind,
     NativeSpec,
-    PeerTable,
     Reply,
     Route,
     SendMany,
+    SubnetCodec,
     Verdict,
     Write,
 )
 from ._datapath import Engine, open_engine, open_udp_socket
-from ._netlink import RTPROT_FLANNEL, Netlink, watch_device
+from ._netlink import Netlink, watch_device
 
 log = logging.getLogger(__name__)
 
@@ -73,37 +80,17 @@ class UDPConfig:
         return cls(port=port or DEFAULT_PORT, offload=offload)
 
 
-_RUNT: Final = DROPPED[Drop.RUNT]
-_NOT_IPV4: Final = DROPPED[Drop.NOT_IPV4]
-_NOT_PEER: Final = DROPPED[Drop.NOT_PEER]
-_MALFORMED: Final = DROPPED[Drop.MALFORMED]
-_NOT_OUR_SUBNET: Final = DROPPED[Drop.NOT_OUR_SUBNET]
-_TTL_EXPIRED: Final = DROPPED[Drop.TTL_EXPIRED]
-
-
 @dataclass(slots=True)
-class UDPCodec:
-    """Pure per-packet logic of the udp backend (implements _codec.NativeCodec).
+class UDPCodec(SubnetCodec):
+    """Pure per-packet logic of the udp backend (implements _codec.NativeCodec)."""
 
-    All leases share SubnetLen, so the route lookup is one mask and one dict probe."""
-
-    own_subnet: IPv4Network
-    subnet_len: int
     port: int
     mtu: int  # the largest inner packet one datagram may carry (underlay MTU - 28)
     headroom: int = 0  # the datagram is the bare inner packet
-    table: PeerTable = field(init=False)
-    routes: dict[int, Route] = field(init=False)  # the table's, for the hot path
-    peers: dict[str, int] = field(init=False)  # PublicIP -> number of subnets
-    mask: int = field(init=False)
-    own_net: int = field(init=False)
     own_address: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.table = PeerTable(self.subnet_len)
-        self.routes, self.peers = self.table.routes, self.table.peers
-        self.mask = (0xFFFFFFFF << (32 - self.subnet_len)) & 0xFFFFFFFF
-        self.own_net = int(self.own_subnet.network_address)
+        SubnetCodec.__post_init__(self)  # (a slotted dataclass cannot call super() bare)
         self.own_address = self.own_net  # flannel0 carries <subnet>.0/32
 
     def native_spec(self) -> NativeSpec:
@@ -113,9 +100,6 @@ class UDPCodec:
 
     def add_peer(self, subnet: IPv4Network, public_ip: IPv4Address) -> bool:
         return self.table.add(subnet, public_ip, self.port)
-
-    def remove_peer(self, subnet: IPv4Network) -> None:
-        self.table.remove(subnet)
 
     # -- packets -----------------------------------------------------------------------
 
@@ -127,9 +111,9 @@ class UDPCodec:
     def from_tun(self, buf: bytearray | memoryview, n: int) -> Verdict:
         """A packet the kernel routed into flannel0: to which peer, or what instead."""
         if n < 20:
-            return _RUNT
+            return RUNT
         if buf[0] >> 4 != 4:
-            return _NOT_IPV4
+            return NOT_IPV4
         dst = (buf[16] << 24) | (buf[17] << 16) | (buf[18] << 8) | buf[19]
         route = self.routes.get(dst & self.mask)
         if route is None:
@@ -154,22 +138,22 @@ class UDPCodec:
         try:
             pieces = fragment(packet, self.mtu)
         except DecodeError:
-            return _MALFORMED
+            return MALFORMED
         return SendMany(route.addr, pieces, Drop.OVERSIZED)
 
     def from_net(self, buf: bytearray | memoryview, n: int, src_ip: str) -> Verdict:
         """A datagram that reached our port: write its packet into flannel0, or drop it."""
         if src_ip not in self.peers:
-            return _NOT_PEER
+            return NOT_PEER
         try:
             total = check_ipv4(buf, n)
         except DecodeError:
-            return _MALFORMED
+            return MALFORMED
         dst = (buf[16] << 24) | (buf[17] << 16) | (buf[18] << 8) | buf[19]
         if dst & self.mask != self.own_net:
-            return _NOT_OUR_SUBNET
+            return NOT_OUR_SUBNET
         if not decrement_ttl(buf):
-            return _TTL_EXPIRED
+            return TTL_EXPIRED
         return Write(total)
 
 
