@@ -1,18 +1,18 @@
-"""Many kernel entries in a few syscalls: routes, neighbours and FDB entries as raw rtnetlink
-requests, packed back to back into large sends, each acknowledged (what `ip -batch` does).
+"""Kernel entries as raw rtnetlink requests: routes, neighbours and FDB entries, packed back
+to back into large sends, each acknowledged (what `ip -batch` does). The one way every
+backend changes them, from one entry to ten thousand.
 
 pyroute2 costs most of a millisecond per request in Python, so a node joining a cluster of
 thousands of peers would spend seconds programming them one by one; here the encoding is
-a few struct calls per entry and the kernel takes a whole chunk per send. Used for large
-batches only; single changes keep going through pyroute2 (backends/_netlink.py).
+a few struct calls per entry and the kernel takes a whole chunk per send. pyroute2 stays
+for links (backends/_netlink.py).
 
 Also raw, for the same reason: the route dump behind host-gw's periodic check, and the
 vxlan backend's neighbour-miss socket (pyroute2 would parse every neighbour change on the
 host; a socket filter lets only the misses through, and they are parsed here).
 
 The encoders and parsers are pure (bytes in or out); send(), dump_routes() and
-miss_socket() are the shell. rtnetlink: rtnetlink(7),
-include/uapi/linux/{netlink,rtnetlink,neighbour}.h; socket filters: socket(7), bpf(4).
+miss_socket() are the shell. rtnetlink: rtnetlink(7); socket filters: socket(7), bpf(4).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Netlink (pyroute2): the shell every kernel backend shares, and route programming.
+"""Netlink (pyroute2): the shell every kernel backend shares for its devices, and reading routes.
 
 pyroute2's AsyncIPRoute cannot run on uvloop (uvloop refuses its AF_NETLINK socket), so it
 lives on a stdlib asyncio loop in one helper thread; callers on the main loop await the
-results. Routes we install carry our own protocol number, so a restarted daemon can tell
-them from everyone else's and never touches routes it did not make.
+results. Routes we install (as requests, backends/_bulk.py) carry our own protocol number,
+so a restarted daemon can tell them from everyone else's and never touches routes it did
+not make.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Final, TypeVar
 
 from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from lease.errors import BackendError
 
 from ._bulk import RTPROT_FLANNEL, dump_routes
 
 log = logging.getLogger(__name__)
-MAIN_TABLE: Final = 254
 DEVICE_CHECK_S: Final = 1.0  # how soon a deleted or replaced device of ours is noticed
 T = TypeVar("T")
 
@@ -104,36 +103,12 @@ class Route:
     onlink: bool = False
 
 
-def _family(route: Route) -> int:
-    return socket.AF_INET6 if route.dst.version == 6 else socket.AF_INET
-
-
 class RouteTable:
-    """Our routes in the main table of the current network namespace."""
+    """Our routes in the main table of the current network namespace, as they are (the
+    changes go as requests: backends/_bulk.py's program)."""
 
     def __init__(self, netlink: Netlink) -> None:
         self._nl = netlink
-
-    async def replace(self, route: Route) -> None:
-        kwargs: dict[str, Any] = {
-            "dst": str(route.dst), "gateway": str(route.gateway), "oif": route.oif,
-            "proto": RTPROT_FLANNEL, "table": MAIN_TABLE, "family": _family(route),
-        }
-        if route.onlink:
-            kwargs["flags"] = 4  # RTNH_F_ONLINK
-        try:
-            await self._nl.call(lambda ipr: ipr.route("replace", **kwargs))
-        except NetlinkError as exc:
-            raise BackendError(f"route {route.dst} via {route.gateway}: {exc.args[-1]}") from None
-
-    async def delete(self, route: Route) -> None:
-        try:
-            await self._nl.call(lambda ipr: ipr.route(
-                "del", dst=str(route.dst), gateway=str(route.gateway), oif=route.oif,
-                proto=RTPROT_FLANNEL, table=MAIN_TABLE, family=_family(route)))  # ours only
-        except NetlinkError as exc:
-            if exc.code not in (3, 19):  # ESRCH, ENODEV: already gone
-                raise BackendError(f"delete route {route.dst}: {exc.args[-1]}") from None
 
     async def ours(self, ipv6: bool = False) -> list[Route]:
         """The IPv4 routes (and with `ipv6` the IPv6 ones too) with our protocol number and

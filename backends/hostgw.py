@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 BACKEND_TYPE: Final = "host-gw"
 RESYNC_S: Final = 10.0
-BULK: Final = 32  # routes added (or removed) at once that go to the kernel in bulk, one log line
+BULK: Final = 32  # routes added (or removed) at once from which one log line says them all
 
 
 def desired_route(lease: Lease, oif: int) -> Route | None:
@@ -112,51 +112,33 @@ class HostGWBackend:
         self._synced.set()
 
     async def _change(self, install: Sequence[Route], delete: Sequence[Route]) -> None:
-        """Install and delete routes: one by one, each logged; or, from BULK routes on (a
-        node joining a big cluster, many leases expiring at once), in bulk with one line."""
-        if len(install) >= BULK:
-            await self._many(install, "added")
-        else:
-            for route in install:
-                await self._install(route)
-        if len(delete) >= BULK:
-            await self._many(delete, "removed")
-        else:
-            for route in delete:
-                await self._delete(route)
-
-    async def _many(self, routes: Sequence[Route], what: str) -> None:
-        encode = route_replace if what == "added" else route_delete
-        result = await program([encode(r.dst, r.gateway, r.oif, RTPROT_FLANNEL, r.onlink)
-                                for r in routes], "host-gw")
+        """Install and delete routes, one send for all (backends/_bulk.py); each logged, or
+        from BULK routes on (a node joining a big cluster, many leases expiring at once)
+        one line for all."""
+        if not install and not delete:
+            return
+        requests = [route_replace(r.dst, r.gateway, r.oif, RTPROT_FLANNEL, r.onlink)
+                    for r in install]
+        requests += [route_delete(r.dst, r.gateway, r.oif, RTPROT_FLANNEL, r.onlink)
+                     for r in delete]
+        result = await program(requests, "host-gw")
         if result is None:
-            self._counters["route_errors"] += len(routes)
+            self._counters["route_errors"] += len(requests)
             return
-        failed, _ = result  # a route already gone counts as removed, as one by one
+        failed = set(map(id, result[0]))  # a route already gone counts as removed
         self._counters["route_errors"] += len(failed)
-        self._counters["routes_installed" if what == "added" else "routes_deleted"] += \
-            len(routes) - len(failed)
-        log.info("routes %s count=%d failed=%d", what, len(routes) - len(failed), len(failed))
-
-    async def _install(self, route: Route) -> None:
-        try:
-            await self._routes.replace(route)
-        except BackendError as exc:
-            self._counters["route_errors"] += 1
-            log.warning("host-gw: %s", exc)
-            return
-        self._counters["routes_installed"] += 1
-        log.info("route added subnet=%s via=%s", route.dst, route.gateway)
-
-    async def _delete(self, route: Route) -> None:
-        try:
-            await self._routes.delete(route)
-        except BackendError as exc:
-            self._counters["route_errors"] += 1
-            log.warning("host-gw: %s", exc)
-            return
-        self._counters["routes_deleted"] += 1
-        log.info("route removed subnet=%s via=%s", route.dst, route.gateway)
+        for what, routes, done in (("added", install, requests[:len(install)]),
+                                   ("removed", delete, requests[len(install):])):
+            good = [route for route, request in zip(routes, done, strict=True)
+                    if id(request) not in failed]
+            self._counters["routes_installed" if what == "added" else "routes_deleted"] += \
+                len(good)
+            if len(routes) >= BULK:
+                log.info("routes %s count=%d failed=%d", what, len(good),
+                         len(routes) - len(good))
+            else:
+                for route in good:
+                    log.info("route %s subnet=%s via=%s", what, route.dst, route.gateway)
 
     async def resync(self) -> int:
         """Repair missing or changed routes and delete stale ones of ours; how many fixed."""
