@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Final
 
-from lease.errors import ConfigError
+from lease.errors import ConfigError, FlannelError
 
 DEFAULT_BACKEND: Final = "udp"
 
@@ -111,6 +111,18 @@ def loads_strict(text: str | bytes) -> Any:
 def fold_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Lower-case the keys of a JSON object; a later duplicate wins, as in Go."""
     return {str(k).lower(): v for k, v in obj.items()}
+
+
+def json_object(text: str | bytes, what: str, error: type[FlannelError]) -> dict[str, Any]:
+    """`text` as a JSON object (loads_strict), its keys folded (fold_keys); `error` saying
+    that `what` is not JSON, or not an object."""
+    try:
+        doc = loads_strict(text)
+    except ValueError as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise error(f"{what} is not a JSON object")
+    return fold_keys(doc)
 
 
 def _get_bool(raw: Mapping[str, Any], name: str, default: bool) -> bool:
@@ -214,13 +226,7 @@ def _ranges(raw: Mapping[str, Any], v6: bool) -> tuple[IPv4Network | IPv6Network
 
 def parse_network_config(text: str | bytes) -> NetworkConfig:
     """Parse `<prefix>/config`; raise ConfigError naming the offending field."""
-    try:
-        doc = loads_strict(text)
-    except ValueError as exc:
-        raise ConfigError(f"network config is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError("network config must be a JSON object")
-    raw = fold_keys(doc)
+    raw = json_object(text, "network config", ConfigError)
 
     enable_ipv4 = _get_bool(raw, "EnableIPv4", True)
     enable_ipv6 = _get_bool(raw, "EnableIPv6", False)

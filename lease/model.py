@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from lease.errors import DecodeError
 
-from .config import fold_keys, loads_strict
+from .config import fold_keys, json_object
 
 SUBNETS_DIR: Final = "subnets/"
 DECODED: Final = 1 << 15  # keys and values remembered decoded: twice the largest /10 of /24s
@@ -117,13 +117,7 @@ def decode_lease_attrs(value: bytes | str) -> LeaseAttrs:
     """A lease's JSON value; DecodeError naming what is wrong. Cached (the result is
     immutable): start-up lists the leases three times, a re-list after a compaction once
     more, and the values rarely change."""
-    try:
-        doc = loads_strict(value)
-    except ValueError as exc:
-        raise DecodeError(f"lease value is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise DecodeError("lease value is not a JSON object")
-    raw = fold_keys(doc)
+    raw = json_object(value, "lease value", DecodeError)
     public_ip = raw.get("publicip")
     if not isinstance(public_ip, str):
         raise DecodeError("lease value: PublicIP is missing or not a string")
