@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import os
 import random
 import signal
@@ -22,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from backends import Backend, BackendContext, check_backend, create_backend
+from backends import Backend, BackendContext, ExternalInterface, check_backend, create_backend
 from backends._codec import engine_choice
 from lease.config import BackendSpec, NetworkConfig
 from lease.errors import BackendError, ConfigError, DecodeError, FlannelError
@@ -34,6 +33,7 @@ from .health import HealthServer, HealthState
 from .iface import check_ipv6, pick_interface
 from .iptables import IPTables, Rule, forward_rules, keep_rules, masq_rules
 from .options import Options
+from .report import Report
 from .subnet_env import (
     check_writable,
     format_subnet_env,
@@ -128,6 +128,46 @@ def _cannot_write(path: str, exc: OSError) -> ConfigError:
     return ConfigError(f"-subnet-file {path}: cannot write it: {exc.strerror or exc}{where}")
 
 
+def _lease_manager(options: Options, iface: ExternalInterface) -> tuple[EtcdLeaseStore,
+                                                                          LeaseManager]:
+    """etcd and the lease manager over it, hinted with the subnets of our last subnet.env."""
+    store = EtcdLeaseStore(EtcdSettings(
+        endpoints=[e.strip() for e in options.etcd_endpoints.split(",") if e.strip()],
+        prefix=options.etcd_prefix, cafile=options.etcd_cafile,
+        certfile=options.etcd_certfile, keyfile=options.etcd_keyfile,
+        username=options.etcd_username, password=options.etcd_password,
+    ))
+    hint, hint6 = _hint_from_subnet_file(options.subnet_file)
+    return store, LeaseManager(store, MonotonicClock(), LeaseSettings(
+        public_ip=iface.public_ip, ttl_s=options.subnet_lease_ttl,
+        renew_margin_s=options.subnet_lease_renew_margin * 60.0,
+        previous_subnet=hint, previous_ipv6_subnet=hint6,
+    ), random.Random())
+
+
+def _write_subnet_env(options: Options, config: NetworkConfig, lease: Lease, mtu: int) -> None:
+    try:
+        write_atomic(options.subnet_file, format_subnet_env(
+            config.network, lease.subnet, mtu, options.ip_masq, config.ipv6_network,
+            lease.ipv6_subnet))
+    except OSError as exc:
+        raise _cannot_write(options.subnet_file, exc) from None
+
+
+async def _rule_keepers(options: Options, config: NetworkConfig,
+                        lease: Lease) -> list[tuple[str, IPTables, Callable[[], list[Rule]]]]:
+    """(task name, iptables or ip6tables, its rules) for each family that has rules."""
+    keepers = []
+    rules = await traffic_rules(options, config.network, lease.subnet)
+    if rules is not None:
+        keepers.append(("iptables", *rules))
+    if config.ipv6_network is not None and lease.ipv6_subnet is not None:
+        rules6 = await traffic_rules(options, config.ipv6_network, lease.ipv6_subnet)
+        if rules6 is not None:
+            keepers.append(("ip6tables", *rules6))
+    return keepers
+
+
 async def serve(options: Options) -> None:
     engine_choice(os.environ)  # FLANNELD_ENGINE: a bad value is one line before anything starts
     try:  # before anything is leased or programmed, not after
@@ -138,20 +178,8 @@ async def serve(options: Options) -> None:
                                  options.public_ip, options.public_ipv6)
     log.info("using interface name=%s address=%s public_ip=%s mtu=%d",
              iface.name, iface.address, iface.public_ip, iface.mtu)
-    store = EtcdLeaseStore(EtcdSettings(
-        endpoints=[e.strip() for e in options.etcd_endpoints.split(",") if e.strip()],
-        prefix=options.etcd_prefix, cafile=options.etcd_cafile,
-        certfile=options.etcd_certfile, keyfile=options.etcd_keyfile,
-        username=options.etcd_username, password=options.etcd_password,
-    ))
-    hint, hint6 = _hint_from_subnet_file(options.subnet_file)
-    manager = LeaseManager(store, MonotonicClock(), LeaseSettings(
-        public_ip=iface.public_ip, ttl_s=options.subnet_lease_ttl,
-        renew_margin_s=options.subnet_lease_renew_margin * 60.0,
-        previous_subnet=hint, previous_ipv6_subnet=hint6,
-    ), random.Random())
-    notifier = Notifier()
-    health = HealthState()
+    store, manager = _lease_manager(options, iface)
+    notifier, health = Notifier(), HealthState()
     server = HealthServer(health, options.healthz_ip, options.healthz_port)
     backend: Backend | None = None
     try:
@@ -169,52 +197,10 @@ async def serve(options: Options) -> None:
         previous = await manager.previous_attrs(config)
         lease = await manager.acquire(config, await backend.lease_attrs(previous))
         await backend.start(lease)
-        try:
-            write_atomic(options.subnet_file, format_subnet_env(
-                config.network, lease.subnet, backend.mtu, options.ip_masq,
-                config.ipv6_network, lease.ipv6_subnet))
-        except OSError as exc:
-            raise _cannot_write(options.subnet_file, exc) from None
-        started: Backend = backend
-
-        def counters() -> dict[str, Any]:
-            left_s = manager.expires_at - time.monotonic()
-            finite = math.isfinite(left_s)
-            return {
-                "subnet": str(lease.subnet), "peers": len(manager.peers),
-                **({"ipv6_subnet": str(lease.ipv6_subnet)} if lease.ipv6_subnet else {}),
-                "lease_expires_in_s": round(left_s, 1) if finite else None,
-                "lease_expiry_unix": round(time.time() + left_s, 1) if finite else None,
-                "lease_renewals": manager.renewals, "watch_connected": manager.watch_connected,
-                "watch_reconnects": manager.watch_reconnects,
-                "config_rejected": manager.config_rejected,
-                "backend": config.backend.type, **started.counters(),
-            }
-
-        def status() -> dict[str, Any]:
-            snapshot = counters()
-            own = manager.lease or lease
-            return {
-                "lease": {"subnet": str(own.subnet), "public_ip": str(own.attrs.public_ip),
-                          **_ipv6_fields(own),
-                          "backend": config.backend.type, "reservation": own.is_reservation,
-                          "expires_in_s": snapshot["lease_expires_in_s"]},
-                "peers": [{"subnet": str(peer.subnet), "public_ip": str(peer.attrs.public_ip),
-                           **_ipv6_fields(peer), "backend_type": peer.attrs.backend_type}
-                          for peer in manager.peers.values()],
-                "counters": snapshot,
-            }
-
-        health.counters, health.status = counters, status
-        rules = await traffic_rules(options, config.network, lease.subnet)
-        rules6 = None
-        if config.ipv6_network is not None and lease.ipv6_subnet is not None:
-            rules6 = await traffic_rules(options, config.ipv6_network, lease.ipv6_subnet)
-        rules_in, rules6_in = asyncio.Event(), asyncio.Event()
-        if rules is None:
-            rules_in.set()
-        if rules6 is None:
-            rules6_in.set()
+        _write_subnet_env(options, config, lease, backend.mtu)
+        report = Report(manager, lease, config, backend)
+        health.counters, health.status = report.counters, report.status
+        keepers = await _rule_keepers(options, config, lease)
         log.info("running subnet=%s mtu=%d subnet_file=%s",
                  lease.subnet, backend.mtu, options.subnet_file)
         async with asyncio.TaskGroup() as tasks:
@@ -224,16 +210,12 @@ async def serve(options: Options) -> None:
             tasks.create_task(notifier.run_watchdog(), name="watchdog")
             tasks.create_task(manager.run_config_watch(config, check=check_backend),
                               name="config")
-            if rules is not None:
-                ipt, rules_fn = rules
-                tasks.create_task(keep_rules(ipt, rules_fn, options.iptables_resync,
-                                             rules_in.set), name="iptables")
-            if rules6 is not None:
-                ipt6, rules6_fn = rules6
-                tasks.create_task(keep_rules(ipt6, rules6_fn, options.iptables_resync,
-                                             rules6_in.set), name="ip6tables")
-            await rules_in.wait()
-            await rules6_in.wait()
+            installed = [asyncio.Event() for _ in keepers]
+            for (name, ipt, rules), event in zip(keepers, installed, strict=True):
+                tasks.create_task(keep_rules(ipt, rules, options.iptables_resync, event.set),
+                                  name=name)
+            for event in installed:
+                await event.wait()
             health.ready = True  # subnet.env written, rules installed, backend running
             notifier.notify("READY=1")
             log.info("ready")
@@ -244,16 +226,6 @@ async def serve(options: Options) -> None:
         if backend is not None:
             await backend.close()
         await store.close()
-
-
-def _ipv6_fields(lease: Lease) -> dict[str, str]:
-    """A dual-stack lease's IPv6 subnet and PublicIPv6, for /status (nothing for v4-only)."""
-    fields: dict[str, str] = {}
-    if lease.ipv6_subnet is not None:
-        fields["ipv6_subnet"] = str(lease.ipv6_subnet)
-    if lease.attrs.public_ipv6 is not None:
-        fields["public_ipv6"] = str(lease.attrs.public_ipv6)
-    return fields
 
 
 async def _main(options: Options) -> int:
