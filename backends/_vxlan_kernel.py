@@ -81,7 +81,7 @@ class KernelVTEP:
         self.config, self.ipv6, self._iface, self._network = config, ipv6, iface, network
         self._netlink, self._clock = netlink, clock
         self.name = f"flannel-v6.{config.vni}" if ipv6 else config.device
-        self.plan = VTEPPlan(ipv6, config.vni, subnet_len)
+        self.plan = VTEPPlan(ipv6, subnet_len)
         lazy = config.programming == "lazy" and not ipv6
         self.lazy = LazyEntries(config.idle_timeout_s) if lazy else None
         self.mac = b""

@@ -67,7 +67,7 @@ def _mac(text: object) -> bytes | None:
     return None
 
 
-def peer_of(lease: Lease, vni: int) -> Peer | None:
+def peer_of(lease: Lease) -> Peer | None:
     """The IPv4 VTEP a lease describes, or None if it is not a (usable) vxlan lease."""
     if lease.attrs.backend_type != BACKEND_TYPE:
         return None
@@ -105,8 +105,8 @@ class VTEPPlan:
     """The peers of one VTEP device, and what each batch of lease events changes: per
     subnet, from what it was before the batch to what its last event says."""
 
-    def __init__(self, ipv6: bool, vni: int, subnet_len: int) -> None:
-        self.ipv6, self.vni, self.subnet_len = ipv6, vni, subnet_len
+    def __init__(self, ipv6: bool, subnet_len: int) -> None:
+        self.ipv6, self.subnet_len = ipv6, subnet_len
         self.peers: dict[Network, Peer] = {}
         self._by_mac: dict[bytes, Peer] = {}
         self._mask = (1 << (128 if ipv6 else 32)) - (1 << ((128 if ipv6 else 32) - subnet_len))
@@ -115,7 +115,7 @@ class VTEPPlan:
     def _peer(self, lease: Lease) -> Peer | None:
         if self.ipv6:
             return peer6_of(lease, self.subnet_len)
-        peer = peer_of(lease, self.vni)
+        peer = peer_of(lease)
         return peer if peer is not None and peer.subnet.prefixlen == self.subnet_len else None
 
     def _subnet(self, lease: Lease) -> Network | None:

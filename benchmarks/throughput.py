@@ -241,12 +241,6 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     return format_table(COLUMNS, [_row(r) for r in rows])
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The same table for the README."""
-    return "\n".join(["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
-                      *("| " + " | ".join(_row(r)) + " |" for r in rows)])
-
-
 def chart(rows: Sequence[dict[str, Any]], target: Path) -> None:
     """Bars: Gbit/s (1 TCP stream) and 64-byte packets per second, per path."""
     import matplotlib

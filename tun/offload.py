@@ -181,20 +181,6 @@ def tso_shape(buf: bytearray | memoryview, at: int = 0) -> tuple[int, int, int, 
     return buf[at], buf[at + 6], buf[at + 7], buf[at + 9], buf[at + 32] >> 4
 
 
-def segment_tcp4(packet: memoryview, n: int, gso_size: int, prefix: bytes | memoryview,
-                 out: bytearray | memoryview) -> Segmented | None:
-    """Cut the IPv4/TCP super-packet packet[:n] into segments of `gso_size` payload bytes,
-    each `prefix` + IP header + TCP header + payload (see segment_tcp4_many, which this
-    calls with one super-packet). None if it is not a super-packet we can cut (see
-    tso_header_len) or `out` is too small."""
-    if not tso_header_len(packet, n, gso_size):
-        return None
-    h = len(prefix)
-    source = bytearray(h + n)
-    source[:h], source[h:] = prefix, packet[:n]
-    return segment_tcp4_many(source, 0, len(source), [n], gso_size, h, out)
-
-
 def segment_tcp4_many(buf: bytearray | memoryview, first: int, slot: int,
                       lengths: Sequence[int], gso_size: int, h: int,
                       out: bytearray | memoryview) -> Segmented | None:

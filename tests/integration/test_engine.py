@@ -20,7 +20,8 @@ from scapy.layers.inet import IP, TCP
 from backends._codec import Send, Verdict
 from backends._datapath import Engine, PacketEngine, open_engine
 from backends.udp import UDPCodec
-from tun.offload import GSO_TCPV4, NEEDS_CSUM, PLAIN_HDR, VNET_HDR, segment_tcp4
+from tests.segments import segment_tcp4
+from tun.offload import GSO_TCPV4, NEEDS_CSUM, PLAIN_HDR, VNET_HDR
 from tun.packet import build_ipv4, decrement_ttl
 
 pytestmark = pytest.mark.usefixtures("engine")  # each test with both engines

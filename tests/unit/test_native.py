@@ -46,6 +46,7 @@ from backends._datapath import SOL_UDP, UDP_SEGMENT, PacketEngine
 from backends.udp import UDPCodec
 from backends.vxlan import VXLANCodec
 from tests.codecs import MAC_B, OWN_MAC, PUBLIC_B, PUBLIC_C, make_udp_codec, make_vxlan_codec
+from tests.segments import segment_tcp4
 from tests.unit.test_fuzz import (
     FRAME_CORPUS,
     FRAMES,
@@ -57,7 +58,7 @@ from tests.unit.test_fuzz import (
     swap_addresses,
     vxlan_frame,
 )
-from tun.offload import GSO_ECN, GSO_TCPV4, NEEDS_CSUM, PLAIN_HDR, VNET_HDR, segment_tcp4
+from tun.offload import GSO_ECN, GSO_TCPV4, NEEDS_CSUM, PLAIN_HDR, VNET_HDR
 from tun.vxlan import HEADROOM
 
 native: Any = importlib.import_module("backends._fastpath")  # built by `pip install`

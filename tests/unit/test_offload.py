@@ -30,6 +30,7 @@ from scapy.layers.inet import IP, TCP, UDP, IPOption
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 
+from tests.segments import segment_tcp4
 from tun.offload import (
     ACK,
     CWR,
@@ -53,7 +54,6 @@ from tun.offload import (
     finish_checksum,
     join_run,
     plan_runs,
-    segment_tcp4,
     segment_tcp4_many,
 )
 

@@ -241,7 +241,7 @@ def make_lease(backend_type: str = "vxlan", data: dict[str, Any] | None = None,
 def test_peer_of_a_vxlan_lease() -> None:
     lease = make_lease()
     assert lease.attrs.backend_data == '{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}'
-    assert peer_of(lease, 1) == Peer(LEASE_SUBNET, LEASE_PUBLIC,
+    assert peer_of(lease) == Peer(LEASE_SUBNET, LEASE_PUBLIC,
                                      bytes.fromhex("c6d2326f8f44"))
 
 
@@ -252,7 +252,7 @@ def test_peer_of_a_vxlan_lease() -> None:
     {"VNI": 1, "VtepMAC": MAC_B, "Extra": [1, 2]},
 ])
 def test_peer_of_variants(data: dict[str, Any]) -> None:
-    peer = peer_of(make_lease(data=data), 1)
+    peer = peer_of(make_lease(data=data))
     assert peer is not None
     assert (peer.subnet, peer.public_ip, peer.vtep_mac) == (
         LEASE_SUBNET, LEASE_PUBLIC, bytes.fromhex("c6d2326f8f44"))
@@ -261,7 +261,7 @@ def test_peer_of_variants(data: dict[str, Any]) -> None:
 @pytest.mark.parametrize("backend_type", ["", "udp", "host-gw", "ipip", "wireguard",
                                           "alloc", "vxlan "])
 def test_peer_of_other_backend_types(backend_type: str) -> None:
-    assert peer_of(make_lease(backend_type=backend_type), 1) is None
+    assert peer_of(make_lease(backend_type=backend_type)) is None
 
 
 @pytest.mark.parametrize("data", [
@@ -278,12 +278,12 @@ def test_peer_of_other_backend_types(backend_type: str) -> None:
     {"VNI": 1, "VtepMAC": "zz:d2:32:6f:8f:44"},
 ])
 def test_peer_of_missing_or_bad_vtep_mac(data: dict[str, Any]) -> None:
-    assert peer_of(make_lease(data=data), 1) is None
+    assert peer_of(make_lease(data=data)) is None
 
 
 @pytest.mark.parametrize("raw_data", ["", "null", "[]", "\"c6:d2:32:6f:8f:44\"", "42"])
 def test_peer_of_backend_data_not_an_object(raw_data: str) -> None:
-    assert peer_of(make_lease(raw_data=raw_data), 1) is None
+    assert peer_of(make_lease(raw_data=raw_data)) is None
 
 
 # --- the codec: from_tun ----------------------------------------------------------------

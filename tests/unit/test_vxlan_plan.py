@@ -107,7 +107,7 @@ def peer(third: int, mac: str = MAC_1, public: str = "192.0.2.2") -> Peer:
 
 
 def test_a_new_lease_is_a_change_from_nothing_and_the_same_again_is_none() -> None:
-    plan = VTEPPlan(False, 1, 24)
+    plan = VTEPPlan(False, 24)
     assert plan.apply([added(v4_lease(3))]).changes == [Change(None, peer(3))]
     assert plan.apply([added(v4_lease(3))]).changes == []  # a renewal changes nothing
     assert plan.owner_of(IPv4Address("10.5.3.77")) == peer(3)
@@ -116,7 +116,7 @@ def test_a_new_lease_is_a_change_from_nothing_and_the_same_again_is_none() -> No
 
 
 def test_a_moved_mac_or_address_is_one_change_and_a_removal_another() -> None:
-    plan = VTEPPlan(False, 1, 24)
+    plan = VTEPPlan(False, 24)
     plan.apply([added(v4_lease(3))])
     assert plan.apply([added(v4_lease(3, MAC_2, "192.0.2.9"))]).changes == [
         Change(peer(3), peer(3, MAC_2, "192.0.2.9"))]
@@ -127,7 +127,7 @@ def test_a_moved_mac_or_address_is_one_change_and_a_removal_another() -> None:
 
 
 def test_a_batch_counts_by_its_final_state_per_subnet() -> None:
-    plan = VTEPPlan(False, 1, 24)
+    plan = VTEPPlan(False, 24)
     plan.apply([added(v4_lease(5))])
     planned = plan.apply([added(v4_lease(3)), removed(v4_lease(3)),  # came and went
                           removed(v4_lease(5)), added(v4_lease(5)),  # went and came back
@@ -136,7 +136,7 @@ def test_a_batch_counts_by_its_final_state_per_subnet() -> None:
 
 
 def test_leases_the_device_cannot_use() -> None:
-    plan = VTEPPlan(False, 1, 24)
+    plan = VTEPPlan(False, 24)
     planned = plan.apply([added(v4_lease(3, mac="")), added(v4_lease(4, kind="host-gw")),
                           added(v4_lease(5, prefix=26))])
     assert planned.changes == []
@@ -145,7 +145,7 @@ def test_leases_the_device_cannot_use() -> None:
 
 
 def test_the_ipv6_plan_ignores_ipv4_only_leases() -> None:
-    plan = VTEPPlan(True, 1, 64)
+    plan = VTEPPlan(True, 64)
     planned = plan.apply([added(v4_lease(3)), added(lease())])
     assert planned.changes == [Change(None, Peer(SUBNET6, IPv6Address("2001:db8::2"),
                                                  bytes.fromhex("c6d2326f8f66")))]
