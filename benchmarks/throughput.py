@@ -50,8 +50,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks import guarded
+from flanneld.files import write_atomic
 from flanneld.lab import Host, Lab, LabError, wait_for
-from flanneld.subnet_env import format_subnet_env, write_atomic
+from flanneld.subnet_env import format_subnet_env
 from flanneld.tables import format_table
 
 NETWORK = IPv4Network("10.5.0.0/16")

@@ -29,18 +29,17 @@ from lease.etcd_store import EtcdLeaseStore, EtcdSettings
 from lease.manager import LeaseManager, LeaseSettings
 from lease.model import Lease
 
+from .files import check_writable, write_atomic
 from .health import HealthServer, HealthState
 from .iface import check_ipv6, pick_interface
 from .iptables import IPTables, Rule, forward_rules, keep_rules, masq_rules
 from .options import Options
 from .report import Report
 from .subnet_env import (
-    check_writable,
     format_subnet_env,
     parse_subnet_env,
     previous_ipv6_subnet,
     previous_subnet,
-    write_atomic,
 )
 from .systemd import Notifier
 

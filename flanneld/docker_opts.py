@@ -21,7 +21,8 @@ from typing import Final
 
 from lease.errors import ConfigError, DecodeError, FlannelError
 
-from .subnet_env import parse_subnet_env, write_atomic
+from .files import write_atomic
+from .subnet_env import parse_subnet_env
 
 PROG: Final = "mk-docker-opts"
 DEFAULT_SUBNET_FILE: Final = "/run/flannel/subnet.env"

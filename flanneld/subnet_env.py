@@ -1,18 +1,11 @@
-"""subnet.env: flannel's hand-off file to Docker and friends (FLANNEL.md §2).
-
-format/parse are pure; write_atomic is the one effect (temp file + rename, mode 0644), so a
-reader never sees half a file; check_writable tries the same steps at start, before a lease
-is taken.
+"""subnet.env: flannel's hand-off file to Docker and friends, formatted and parsed as
+flannel writes it. Pure; flanneld/files.py writes it (atomically).
 """
 
 from __future__ import annotations
 
-import errno
-import os
-import tempfile
 from collections.abc import Mapping
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
-from pathlib import Path
 
 from lease.errors import DecodeError
 
@@ -76,40 +69,3 @@ def previous_ipv6_subnet(values: Mapping[str, str]) -> IPv6Network | None:
         return IPv6Interface(text).network
     except ValueError:
         raise DecodeError(f"subnet.env: FLANNEL_IPV6_SUBNET={text!r} is not an IPv6 CIDR") from None
-
-
-def _temp_beside(target: Path) -> tuple[int, str]:
-    """A new temporary file in `target`'s directory, made if missing: mkstemp's (fd, path).
-    NotADirectoryError naming the directory if a file is in its place."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # what mkdir says when the directory is a file
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
-                                 str(target.parent)) from None
-    return tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-
-
-def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
-    target = Path(path)
-    fd, tmp = _temp_beside(target)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_writable(path: str | os.PathLike[str]) -> None:
-    """OSError unless write_atomic could write `path`: its directory is created if missing
-    (as write_atomic does), and a temporary file is made there and removed."""
-    target = Path(path)
-    if target.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
-    fd, tmp = _temp_beside(target)
-    os.close(fd)
-    os.unlink(tmp)

@@ -43,7 +43,25 @@ GSO_TCPV4: Final = 1
 GSO_ECN: Final = 0x80
 PLAIN_HDR: Final = bytes(VNET_HDR_LEN)  # "an ordinary packet; check it yourself"
 MAX_IP_PACKET: Final = 65535
-TCP_CSUM_OFFSET: Final = 16
+TCP_CSUM_OFFSET: Final = 16  # the TCP checksum field, from the start of the TCP header
+
+# IPv4 header fields (RFC 791) and, in an IPv4 packet without options, TCP's (RFC 9293)
+IP_HEADER_LEN: Final = 20
+IPV4_NO_OPTIONS: Final = 0x45  # version 4, header length 5 words
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
+IP_TOTAL_LENGTH: Final = 2
+IP_ID: Final = 4
+IP_FLAGS: Final = 6  # flags and fragment offset, 16 bits
+IP_PROTOCOL: Final = 9
+IP_CHECKSUM: Final = 10
+IP_ADDRESSES: Final = 12  # source, then destination
+IP_DF_BYTE: Final = 0x40  # DF in the first byte of IP_FLAGS
+IP_FRAGMENT_BITS: Final = 0x3FFF  # MF and the offset
+TCP_SEQ: Final = IP_HEADER_LEN + 4
+TCP_DATA_OFFSET: Final = IP_HEADER_LEN + 12  # its high nibble: header length in words
+TCP_FLAGS: Final = IP_HEADER_LEN + 13
+TCP_CHECKSUM: Final = IP_HEADER_LEN + TCP_CSUM_OFFSET
 
 # TCP flags (byte 13 of the header)
 FIN: Final = 0x01
@@ -82,8 +100,9 @@ def _row_fields(headroom: int, stride: int) -> np.dtype[np.void]:
     `stride` bytes apart, the IPv4 header at `headroom`). `*_n` read and write the same
     bytes in native order, the order the checksum sums are taken in."""
     h = headroom
-    fields = {"tot": (">u2", h + 2), "tot_n": ("=u2", h + 2), "id": (">u2", h + 4),
-              "ipsum": (">u2", h + 10), "seq": (">u4", h + 24), "flags": ("u1", h + 33)}
+    fields = {"tot": (">u2", h + IP_TOTAL_LENGTH), "tot_n": ("=u2", h + IP_TOTAL_LENGTH),
+              "id": (">u2", h + IP_ID), "ipsum": (">u2", h + IP_CHECKSUM),
+              "seq": (">u4", h + TCP_SEQ), "flags": ("u1", h + TCP_FLAGS)}
     return np.dtype({"names": list(fields), "formats": [f for f, _ in fields.values()],
                      "offsets": [o for _, o in fields.values()], "itemsize": stride})
 
@@ -120,17 +139,29 @@ def finish_checksum(packet: bytearray | memoryview, n: int, start: int, offset: 
     if start < 0 or field + 2 > n:
         return False
     value = checksum(memoryview(packet)[start:n])  # no larger than the MTU: plain Python
-    if value == 0 and packet[0] >> 4 == 4 and packet[9] == 17:
+    if value == 0 and packet[0] >> 4 == 4 and packet[IP_PROTOCOL] == PROTO_UDP:
         value = 0xFFFF  # RFC 768: a computed zero is sent as all ones
-    packet[field], packet[field + 1] = value >> 8, value & 0xFF
+    _put16(packet, field, value)
     return True
+
+
+def _put16(buf: bytearray | memoryview, at: int, value: int) -> None:
+    buf[at], buf[at + 1] = value >> 8, value & 0xFF
+
+
+def _u16(buf: bytes | bytearray | memoryview, at: int) -> int:
+    return buf[at] << 8 | buf[at + 1]
+
+
+def _tcp_header_len(packet: bytes | bytearray | memoryview, at: int = 0) -> int:
+    """The TCP header's length of the IPv4 packet (no options) at `at`."""
+    return (packet[at + TCP_DATA_OFFSET] >> 4) * 4
 
 
 def _set_ip_checksum(buf: bytearray | memoryview, at: int) -> None:
     """The IPv4 header checksum of the 20-byte header at `at`, written in place."""
-    buf[at + 10] = buf[at + 11] = 0
-    value = checksum(memoryview(buf)[at:at + 20])
-    buf[at + 10], buf[at + 11] = value >> 8, value & 0xFF
+    buf[at + IP_CHECKSUM] = buf[at + IP_CHECKSUM + 1] = 0
+    _put16(buf, at + IP_CHECKSUM, checksum(memoryview(buf)[at:at + IP_HEADER_LEN]))
 
 
 @functools.lru_cache(maxsize=16)
@@ -166,19 +197,179 @@ def tso_header_len(packet: bytes | bytearray | memoryview, n: int, gso_size: int
     """The IPv4 + TCP header length of packet[:n] if it is a super-packet we can cut into
     segments of `gso_size` payload bytes, else 0: IP options, not TCP, a fragment, header
     lengths that do not fit, no payload."""
-    if n < 40 or packet[0] != 0x45 or packet[9] != 6 or gso_size <= 0:
+    if n < 2 * IP_HEADER_LEN or packet[0] != IPV4_NO_OPTIONS \
+            or packet[IP_PROTOCOL] != PROTO_TCP or gso_size <= 0:
         return 0
-    if (packet[6] << 8 | packet[7]) & 0x3FFF:  # MF or an offset: not a TSO packet
+    if _u16(packet, IP_FLAGS) & IP_FRAGMENT_BITS:  # MF or an offset: not a TSO packet
         return 0
-    thl = (packet[32] >> 4) * 4
-    hl = 20 + thl
+    thl = _tcp_header_len(packet)
+    hl = IP_HEADER_LEN + thl
     return hl if thl >= 20 and hl < n else 0
 
 
 def tso_shape(buf: bytearray | memoryview, at: int = 0) -> tuple[int, int, int, int, int]:
     """What all super-packets of one cut share (the IPv4 header at buf[at]): version and
     header length, DF and the fragment fields, protocol, the TCP header's length."""
-    return buf[at], buf[at + 6], buf[at + 7], buf[at + 9], buf[at + 32] >> 4
+    return (buf[at], buf[at + IP_FLAGS], buf[at + IP_FLAGS + 1], buf[at + IP_PROTOCOL],
+            buf[at + TCP_DATA_OFFSET] >> 4)
+
+
+@dataclass(slots=True)
+class _Burst:
+    """A burst of super-packets to cut in one pass, and what each segment starts from."""
+
+    first: int  # where the first super-packet's outer header is in buf
+    slot: int  # bytes from one super-packet to the next
+    h: int  # outer header bytes in front of each IP header
+    hl: int  # IPv4 + TCP header bytes
+    gso_size: int
+    counts: list[int]  # segments of each super-packet
+    last: int  # payload bytes of the very last segment
+    templates: list[bytearray]  # per super-packet: its header as a full segment has it
+    flags: list[int]  # per super-packet: its TCP flags as the kernel gave them
+    seqs: list[int]  # per super-packet: its sequence number
+    pseudos: list[int]  # per super-packet: its native pseudo-header sum for a full segment
+    df: bool
+
+    @property
+    def stride(self) -> int:
+        return self.h + self.hl + self.gso_size
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def full(self) -> int:  # a full segment's IP total length
+        return self.hl + self.gso_size
+
+    @property
+    def short(self) -> int:  # the very last segment's
+        return self.hl + self.last
+
+
+def _plan_burst(buf: bytearray | memoryview, first: int, slot: int, lengths: Sequence[int],
+                gso_size: int, h: int, room: int) -> _Burst | None:
+    """Check that the burst can be cut in one pass into `room` bytes and build each
+    super-packet's template header (total length of a full segment, no FIN/PSH/CWR, TCP
+    checksum zero, the IP checksum that goes with it): a few headers, so plain Python,
+    cheaper than numpy's per-call cost."""
+    k = len(lengths)
+    base = first + h  # the first IP header
+    if k == 0 or slot <= 0 or gso_size <= 0:
+        return None
+    hl = tso_header_len(memoryview(buf)[base:], lengths[0], gso_size)
+    if not hl:
+        return None
+    counts = [-(-(n - hl) // gso_size) for n in lengths]
+    if lengths[-1] <= hl or any(n <= hl or (n - hl) % gso_size for n in lengths[:-1]):
+        return None  # no payload, or a short last segment before the end
+    rows, stride = sum(counts), h + hl + gso_size
+    if rows * stride > room or rows > len(_INDEX):
+        return None
+    full = hl + gso_size
+    shape = tso_shape(buf, base)
+    templates, flags, seqs, pseudos = [], [], [], []
+    for j in range(k):
+        at = first + j * slot
+        if j and tso_shape(buf, at + h) != shape:
+            return None  # another header length, IP version, protocol, DF or fragment field
+        header = bytearray(buf[at:at + h + hl])
+        flags.append(header[h + TCP_FLAGS])
+        _put16(header, h + IP_TOTAL_LENGTH, full)
+        header[h + TCP_FLAGS] &= _KEPT
+        header[h + TCP_CHECKSUM] = header[h + TCP_CHECKSUM + 1] = 0
+        _set_ip_checksum(header, h)
+        templates.append(header)
+        seqs.append(int.from_bytes(header[h + TCP_SEQ:h + TCP_SEQ + 4], "big"))
+        pseudos.append(_native_pseudo(memoryview(header)[h:]) + _swap16(full - IP_HEADER_LEN))
+    last = lengths[-1] - hl - (counts[-1] - 1) * gso_size
+    return _Burst(first, slot, h, hl, gso_size, counts, last, templates, flags, seqs,
+                  pseudos, bool(shape[1] & IP_DF_BYTE))
+
+
+def _copy_headers(rows: U8, burst: _Burst) -> None:
+    """Every row gets its super-packet's template header."""
+    width, templates = burst.h + burst.hl, burst.templates
+    if templates.count(templates[0]) == len(templates):  # one flow, the same ACK and window
+        rows[:, :width] = np.frombuffer(templates[0], np.uint8)
+    else:
+        rows[:, :width] = np.repeat(np.frombuffer(b"".join(templates), np.uint8).reshape(
+            len(templates), width), burst.counts, axis=0)
+
+
+def _copy_payloads(rows: U8, out: bytearray | memoryview, buf: bytearray | memoryview,
+                   burst: _Burst) -> None:
+    """Every row's payload: whole blocks of segments, in one copy when the super-packets are
+    alike; the very last row's own length and its zero padding (summed as a whole row)."""
+    h, hl, gso, counts, k = burst.h, burst.hl, burst.gso_size, burst.counts, len(burst.counts)
+    base, slot, stride = burst.first + h, burst.slot, burst.stride
+    whole = burst.rows - 1  # every row but the last is a full segment
+    if k > 1 and counts[:-1].count(counts[0]) == k - 1:
+        c = counts[0]
+        blocks = rows[:(k - 1) * c].reshape(k - 1, c, stride)
+        blocks[:, :, h + hl:] = np.ndarray((k - 1, c, gso), np.uint8, buf, base + hl,
+                                           (slot, gso, 1))
+        done = (k - 1) * c
+    else:
+        done = 0
+        for j in range(k - 1):
+            c = counts[j]
+            rows[done:done + c, h + hl:] = np.ndarray((c, gso), np.uint8, buf,
+                                                      base + j * slot + hl)
+            done += c
+    at_last = base + (k - 1) * slot + hl  # the last super-packet's payload
+    if whole > done:
+        rows[done:whole, h + hl:] = np.ndarray((whole - done, gso), np.uint8, buf, at_last)
+    at, short = whole * stride, burst.short
+    payload_end = at_last + (counts[-1] - 1) * gso
+    out[at + h + hl:at + h + short] = buf[payload_end:payload_end + burst.last]
+    out[at + h + short:at + stride] = _ZEROS[:stride - h - short]
+    if short != burst.full:
+        _put16(out, at + h + IP_TOTAL_LENGTH, short)
+        _set_ip_checksum(out, at + h)
+
+
+def _set_flags(out: bytearray | memoryview, burst: _Burst) -> None:
+    """FIN and PSH on the last row of each super-packet, CWR on the first."""
+    at, stride = burst.h + TCP_FLAGS, burst.stride
+    end = 0
+    for flags, count in zip(burst.flags, burst.counts, strict=True):
+        end += count
+        out[(end - 1) * stride + at] = flags & (0xFF & ~CWR)
+        if flags & CWR:
+            out[(end - count) * stride + at] |= CWR
+
+
+def _set_sequences(out: bytearray | memoryview, burst: _Burst) -> None:
+    """Row i of super-packet j: its sequence + (i - where j starts) * gso_size; one number
+    for all when each super-packet continues the one before. uint32 sums wrap as TCP's do;
+    byte-swapped, then one strided copy."""
+    counts, rows = burst.counts, burst.rows
+    ends = list(itertools.accumulate(counts))
+    bases = [(seq - (end - count) * burst.gso_size) & 0xFFFFFFFF
+             for seq, end, count in zip(burst.seqs, ends, counts, strict=True)]
+    if bases.count(bases[0]) == len(bases):
+        seqs = _sequence(burst.gso_size)[:rows] + np.uint32(bases[0])
+    else:
+        seqs = _sequence(burst.gso_size)[:rows] + np.repeat(np.array(bases, np.uint32), counts)
+    _column(out, _NATIVE32, rows, burst.h + TCP_SEQ, burst.stride)[:] = \
+        seqs.byteswap() if _LITTLE else seqs
+
+
+def _set_tcp_checksums(rows: U8, out: bytearray | memoryview, burst: _Burst) -> None:
+    """Every word of each row (checksum field zero) plus the pseudo-header (one flow's
+    super-packets share it), folded; the last row's pseudo-header has its own length."""
+    h, pseudos = burst.h, burst.pseudos
+    sums = _native_sums(rows, h + IP_HEADER_LEN)
+    if pseudos.count(pseudos[0]) == len(pseudos):
+        sums += np.uint32(pseudos[0])
+    else:
+        sums += np.repeat(np.array(pseudos, np.uint32), burst.counts)
+    if burst.short != burst.full:
+        sums[-1] += _swap16(burst.short - IP_HEADER_LEN) + 0xFFFF \
+            - _swap16(burst.full - IP_HEADER_LEN)
+    _fold_into(sums, _column(out, _NATIVE16, burst.rows, h + TCP_CHECKSUM, burst.stride))
 
 
 def segment_tcp4_many(buf: bytearray | memoryview, first: int, slot: int,
@@ -198,104 +389,20 @@ def segment_tcp4_many(buf: bytearray | memoryview, first: int, slot: int,
     UDP GSO sends: so every super-packet but the last must carry whole segments only, and
     all must have the same tso_shape (tso_header_len checks one). None if they do not, or
     if `out` is too small."""
-    k = len(lengths)
-    base = first + h  # the first IP header
-    if k == 0 or slot <= 0 or gso_size <= 0:
+    burst = _plan_burst(buf, first, slot, lengths, gso_size, h, len(out))
+    if burst is None:
         return None
-    hl = tso_header_len(memoryview(buf)[base:], lengths[0], gso_size)
-    if not hl:
-        return None
-    stride = h + hl + gso_size
-    counts = [-(-(n - hl) // gso_size) for n in lengths]
-    if lengths[-1] <= hl or any(n <= hl or (n - hl) % gso_size for n in lengths[:-1]):
-        return None  # no payload, or a short last segment before the end
-    rows_total = sum(counts)
-    if rows_total * stride > len(out) or rows_total > len(_INDEX):
-        return None
-    last = lengths[-1] - hl - (counts[-1] - 1) * gso_size
-    full, short = hl + gso_size, hl + last
-    # the header every segment of super-packet j starts from: total length of a full
-    # segment, no FIN/PSH/CWR, TCP checksum zero, the IP checksum that goes with it. A few
-    # headers: plain Python is cheaper than numpy's per-call cost here
-    shape = tso_shape(buf, base)
-    templates, flags, seqs_at, pseudos = [], [], [], []
-    for j in range(k):
-        at = first + j * slot
-        if j and tso_shape(buf, at + h) != shape:
-            return None  # another header length, IP version, protocol, DF or fragment field
-        header = bytearray(buf[at:at + h + hl])
-        flags.append(header[h + 33])
-        header[h + 2], header[h + 3] = full >> 8, full & 0xFF
-        header[h + 33] &= _KEPT
-        header[h + 36] = header[h + 37] = 0
-        _set_ip_checksum(header, h)
-        templates.append(header)
-        seqs_at.append(int.from_bytes(header[h + 24:h + 28], "big"))
-        pseudos.append(_native_pseudo(memoryview(header)[h:]) + _swap16(full - 20))
-    df = shape[1] & 0x40
-    rows = np.ndarray((rows_total, stride), np.uint8, out)
-    if templates.count(templates[0]) == k:  # one flow, the same timestamp, ACK and window
-        rows[:, :h + hl] = np.frombuffer(templates[0], np.uint8)
-    else:
-        rows[:, :h + hl] = np.repeat(np.frombuffer(b"".join(templates), np.uint8).reshape(
-            k, h + hl), counts, axis=0)
-    # payloads: whole blocks of segments, in one copy when the super-packets are alike
-    whole = rows_total - 1  # every row but the last is a full segment
-    if k > 1 and counts[:-1].count(counts[0]) == k - 1:
-        c = counts[0]
-        blocks = rows[:(k - 1) * c].reshape(k - 1, c, stride)
-        blocks[:, :, h + hl:] = np.ndarray((k - 1, c, gso_size), np.uint8, buf, base + hl,
-                                           (slot, gso_size, 1))
-        done = (k - 1) * c
-    else:
-        done = 0
-        for j in range(k - 1):
-            c = counts[j]
-            rows[done:done + c, h + hl:] = np.ndarray((c, gso_size), np.uint8, buf,
-                                                      base + j * slot + hl)
-            done += c
-    at_last = base + (k - 1) * slot + hl  # the last super-packet's payload
-    if whole > done:
-        rows[done:whole, h + hl:] = np.ndarray((whole - done, gso_size), np.uint8, buf,
-                                               at_last)
-    at = whole * stride
-    payload_end = at_last + (counts[-1] - 1) * gso_size
-    out[at + h + hl:at + h + short] = buf[payload_end:payload_end + last]
-    out[at + h + short:at + stride] = _ZEROS[:stride - h - short]  # padding for the sums
-    if short != full:  # the last row's own length
-        out[at + h + 2], out[at + h + 3] = short >> 8, short & 0xFF
-        _set_ip_checksum(out, at + h)
-    # FIN/PSH on the last row of each super-packet, CWR on the first
-    ends = list(itertools.accumulate(counts))
-    for j, end in enumerate(ends):
-        out[(end - 1) * stride + h + 33] = flags[j] & (0xFF & ~CWR)
-        if flags[j] & CWR:
-            out[(end - counts[j]) * stride + h + 33] |= CWR
-    if not df:
-        _number_ids(out, templates, counts, h, stride)
-        if short != full:
-            _set_ip_checksum(out, at + h)
-    # sequence numbers: uint32 sums wrap as TCP's do; byte-swapped, then one strided copy
-    # row i of super-packet j: its sequence + (i - where j starts) * gso_size; one number
-    # for all when each super-packet continues the one before
-    bases = [(seq - (end - count) * gso_size) & 0xFFFFFFFF
-             for seq, end, count in zip(seqs_at, ends, counts, strict=True)]
-    if bases.count(bases[0]) == k:
-        seqs = _sequence(gso_size)[:rows_total] + np.uint32(bases[0])
-    else:
-        seqs = _sequence(gso_size)[:rows_total] + np.repeat(np.array(bases, np.uint32), counts)
-    _column(out, _NATIVE32, rows_total, h + 24, stride)[:] = seqs.byteswap() if _LITTLE else seqs
-    # TCP: every word of each row (checksum field zero) plus the pseudo-header (one flow's
-    # super-packets share it)
-    sums = _native_sums(rows, h + 20)
-    if pseudos.count(pseudos[0]) == k:
-        sums += np.uint32(pseudos[0])
-    else:
-        sums += np.repeat(np.array(pseudos, np.uint32), counts)
-    if short != full:
-        sums[-1] += _swap16(short - 20) + 0xFFFF - _swap16(full - 20)
-    _fold_into(sums, _column(out, _NATIVE16, rows_total, h + 36, stride))
-    return Segmented(rows_total, stride, whole * stride + h + short)
+    rows = np.ndarray((burst.rows, burst.stride), np.uint8, out)
+    _copy_headers(rows, burst)
+    _copy_payloads(rows, out, buf, burst)
+    _set_flags(out, burst)
+    if not burst.df:
+        _number_ids(out, burst.templates, burst.counts, h, burst.stride)
+        if burst.short != burst.full:
+            _set_ip_checksum(out, (burst.rows - 1) * burst.stride + h)
+    _set_sequences(out, burst)
+    _set_tcp_checksums(rows, out, burst)
+    return Segmented(burst.rows, burst.stride, (burst.rows - 1) * burst.stride + h + burst.short)
 
 
 def _number_ids(out: bytearray | memoryview, templates: list[bytearray], counts: list[int],
@@ -331,22 +438,22 @@ def plan_runs(buf: bytearray | memoryview, n: int, segment: int, headroom: int) 
     The bytes of buf after n up to a whole segment must be zero (the caller clears them):
     the last datagram is summed as a padded row."""
     count = -(-n // segment)
-    h, t = headroom, headroom + 20
-    if count < 2 or segment < t + 20:
+    h, t = headroom, headroom + IP_HEADER_LEN
+    if count < 2 or segment < t + 20:  # room for an IP and a TCP header at least
         return []
     # the first row decides the shape every row of a run shares (`same` below)
     first = memoryview(buf)[h:t + 20]
-    thl = (first[32] >> 4) * 4
-    hl = 20 + thl
-    if first[0] != 0x45 or first[9] != 6 or thl < 20 or hl >= segment - h \
-            or (first[6] << 8 | first[7]) & 0x3FFF:
+    thl = _tcp_header_len(first)
+    hl = IP_HEADER_LEN + thl
+    if first[0] != IPV4_NO_OPTIONS or first[IP_PROTOCOL] != PROTO_TCP or thl < 20 \
+            or hl >= segment - h or _u16(first, IP_FLAGS) & IP_FRAGMENT_BITS:
         return []
     last = n - (count - 1) * segment - h
     mss = segment - h - hl
     limit = max(2, (MAX_IP_PACKET - hl) // max(mss, 1))
     at = (count - 1) * segment + h  # the last row's IP header
     # the common case first, in few numpy calls: the whole batch is one run
-    if _regular(first, thl) and (buf[at + 2] << 8 | buf[at + 3]) == last > hl:
+    if _regular(first, thl) and _u16(buf, at + IP_TOTAL_LENGTH) == last > hl:
         ends = _one_stream(buf, count, segment, h, hl, last)
         if ends is not None:
             return [run for run in _runs(ends, limit)
@@ -413,18 +520,18 @@ def _one_stream(buf: bytearray | memoryview, count: int, segment: int, h: int, h
         return None
     if np.count_nonzero(_column(head, _NATIVE16, count - 1, h + 2, width) != _swap16(full)):
         return None
-    seq = _column(head, ">u4", count, h + 24, width)
+    seq = _column(head, ">u4", count, h + TCP_SEQ, width)
     jumped = np.subtract(seq[1:], seq[:-1], dtype=np.uint32) != np.uint32(mss)  # wraps as TCP's
-    if np.count_nonzero(_native_sums(head, h, h + 20) % _FFFF):
+    if np.count_nonzero(_native_sums(head, h, h + IP_HEADER_LEN) % _FFFF):
         return None  # an IP header checksum that does not hold: the kernel would drop it
     # the pseudo-header: addresses, protocol, TCP length (total - 20), native order
-    sums = _native_sums(np.ndarray((count, segment), np.uint8, buf), h + 20)
-    sums += _native_pseudo(buf[h:h + 20]) + _swap16(full - 20)
-    sums[-1] += _swap16(last - 20) + 0xFFFF - _swap16(full - 20)
+    sums = _native_sums(np.ndarray((count, segment), np.uint8, buf), h + IP_HEADER_LEN)
+    sums += _native_pseudo(buf[h:h + IP_HEADER_LEN]) + _swap16(full - IP_HEADER_LEN)
+    sums[-1] += _swap16(last - IP_HEADER_LEN) + 0xFFFF - _swap16(full - IP_HEADER_LEN)
     if np.count_nonzero(sums % _FFFF):
         return None
     moved = np.bitwise_or.reduce(change & variable, axis=1)
-    ends = (moved | (head[:-1, h + 33] & _PUSHED) | jumped).nonzero()[0]
+    ends = (moved | (head[:-1, h + TCP_FLAGS] & _PUSHED) | jumped).nonzero()[0]
     return [0, *(ends + 1).tolist(), count] if len(ends) else [0, count]
 
 
@@ -446,8 +553,10 @@ def _stream_masks(h: int, hl: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[
 def _regular(packet: memoryview, thl: int) -> bool:
     """The first segment of a run (the rest equal it): IPv4 without options, not a
     fragment, TCP with this header length, flags ACK (+PSH/FIN), some payload."""
-    return (packet[0] == 0x45 and packet[9] == 6 and not (packet[6] << 8 | packet[7]) & 0x3FFF
-            and (packet[32] >> 4) * 4 == thl and packet[33] & (0xFF & ~(PSH | FIN)) == ACK)
+    return (packet[0] == IPV4_NO_OPTIONS and packet[IP_PROTOCOL] == PROTO_TCP
+            and not _u16(packet, IP_FLAGS) & IP_FRAGMENT_BITS
+            and _tcp_header_len(packet) == thl
+            and packet[TCP_FLAGS] & (0xFF & ~(PSH | FIN)) == ACK)
 
 
 @functools.lru_cache(maxsize=64)
@@ -455,7 +564,7 @@ def _same_mask(h: int, hl: int) -> U8:
     """The header bits (outer header, IP, TCP) that must not change from row to row."""
     mask = np.zeros(h + hl, dtype=np.uint8)
     mask[_same_columns(h, hl)] = 0xFF
-    mask[h + 33] = 0xFF & ~(PSH | FIN)
+    mask[h + TCP_FLAGS] = 0xFF & ~(PSH | FIN)
     return mask
 
 
@@ -477,19 +586,18 @@ def join_run(buf: bytearray | memoryview, n: int, segment: int, headroom: int, r
     h = headroom
     first = run.first * segment + h
     final = (run.first + run.count - 1) * segment + h
-    hl = 20 + (buf[first + 32] >> 4) * 4
+    hl = IP_HEADER_LEN + _tcp_header_len(buf, first)
     mss = segment - h - hl
-    last_len = ((buf[final + 2] << 8) | buf[final + 3]) - hl  # as plan_runs checked it
+    last_len = _u16(buf, final + IP_TOTAL_LENGTH) - hl  # as plan_runs checked it
     middle = mss * (run.count - 1)
     total = hl + middle + last_len
     out[:hl] = buf[first:first + hl]
     np.ndarray((run.count - 1, mss), np.uint8, out, hl)[:] = np.ndarray(
         (run.count - 1, mss), np.uint8, buf, first + hl, (segment, 1))
     out[hl + middle:total] = buf[final + hl:final + hl + last_len]
-    out[33] |= buf[final + 33] & (PSH | FIN)
-    out[2], out[3] = total >> 8, total & 0xFF
+    out[TCP_FLAGS] |= buf[final + TCP_FLAGS] & (PSH | FIN)
+    _put16(out, IP_TOTAL_LENGTH, total)
     _set_ip_checksum(out, 0)
-    pseudo = pseudo_header_sum(out, 6, total - 20)
-    out[36], out[37] = pseudo >> 8, pseudo & 0xFF
+    _put16(out, TCP_CHECKSUM, pseudo_header_sum(out, PROTO_TCP, total - IP_HEADER_LEN))
     header = VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, hl, mss, 20, TCP_CSUM_OFFSET)
     return header, total

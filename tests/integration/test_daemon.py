@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from flanneld.files import write_atomic
 from flanneld.lab import Host, Lab, wait_for
-from flanneld.subnet_env import format_subnet_env, write_atomic
+from flanneld.subnet_env import format_subnet_env
 from tests.integration.conftest import engine_variant
 
 from .conftest import HOST_GW

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from flanneld.files import write_atomic
 from flanneld.lab import Host, Lab, wait_for
-from flanneld.subnet_env import format_subnet_env, write_atomic
+from flanneld.subnet_env import format_subnet_env
 
 NETWORK = IPv4Network("10.5.0.0/16")
 NETWORK6 = IPv6Network("fc00:5::/48")

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from flanneld.files import write_atomic
 from flanneld.lab import Host, Lab, wait_for
-from flanneld.subnet_env import format_subnet_env, write_atomic
+from flanneld.subnet_env import format_subnet_env
 from tests.integration.conftest import engine_variant
 
 NETWORK = IPv4Network("10.5.0.0/16")

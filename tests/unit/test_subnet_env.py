@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from ipaddress import IPv4Network, IPv6Network
-from pathlib import Path
 from typing import Final
 
 import pytest
@@ -13,16 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flanneld.subnet_env import (
-    check_writable,
     format_subnet_env,
     parse_subnet_env,
     previous_ipv6_subnet,
     previous_subnet,
-    write_atomic,
 )
 from lease.errors import DecodeError
 
-FLANNEL_MD_EXAMPLE: Final = (
+FLANNEL_EXAMPLE: Final = (
     "FLANNEL_NETWORK=10.5.0.0/16\n"
     "FLANNEL_SUBNET=10.5.72.1/24\n"
     "FLANNEL_MTU=1450\n"
@@ -32,7 +27,7 @@ FLANNEL_MD_EXAMPLE: Final = (
 # (network, subnet, mtu, ip_masq, ipv6 network, ipv6 subnet, exact file text)
 VECTORS: Final = [
     pytest.param(
-        "10.5.0.0/16", "10.5.72.0/24", 1450, False, None, None, FLANNEL_MD_EXAMPLE,
+        "10.5.0.0/16", "10.5.72.0/24", 1450, False, None, None, FLANNEL_EXAMPLE,
         id="flannel-md-example",
     ),
     pytest.param(
@@ -175,7 +170,7 @@ def test_parse(text: str, expected: dict[str, str]) -> None:
         "FLANNEL_SUBNET\n",
         "=10.5.72.1/24\n",
         "   =x\n",
-        FLANNEL_MD_EXAMPLE + "not a line\n",
+        FLANNEL_EXAMPLE + "not a line\n",
         "FLANNEL_MTU=1450\n\x00\x01\x02\n",
     ],
     ids=["word", "key-only", "no-key", "blank-key", "trailing-garbage", "binary"],
@@ -187,7 +182,7 @@ def test_parse_garbage_raises_decode_error(text: str) -> None:
 
 def test_decode_error_names_the_line() -> None:
     with pytest.raises(DecodeError, match="line 5"):
-        parse_subnet_env(FLANNEL_MD_EXAMPLE + "not a line\n")
+        parse_subnet_env(FLANNEL_EXAMPLE + "not a line\n")
 
 
 # --- previous subnet (the allocation hint) -------------------------------------------------
@@ -207,7 +202,7 @@ def test_previous_subnet_is_the_masked_network(value: str, expected: str) -> Non
 
 
 def test_previous_subnet_from_flannel_md_example() -> None:
-    assert previous_subnet(parse_subnet_env(FLANNEL_MD_EXAMPLE)) == IPv4Network("10.5.72.0/24")
+    assert previous_subnet(parse_subnet_env(FLANNEL_EXAMPLE)) == IPv4Network("10.5.72.0/24")
 
 
 @pytest.mark.parametrize("values", [{}, {"FLANNEL_SUBNET": ""}, {"FLANNEL_NETWORK": "10.5.0.0/16"}])
@@ -225,7 +220,7 @@ def test_bad_previous_subnet_raises_decode_error(value: str) -> None:
 
 
 def test_bad_subnet_in_file_raises_decode_error() -> None:
-    text = FLANNEL_MD_EXAMPLE.replace("10.5.72.1/24", "10.5.72.1/99")
+    text = FLANNEL_EXAMPLE.replace("10.5.72.1/24", "10.5.72.1/99")
     with pytest.raises(DecodeError):
         previous_subnet(parse_subnet_env(text))
 
@@ -298,97 +293,3 @@ def test_any_text_parses_or_raises_decode_error(text: str) -> None:
     assert all(isinstance(k, str) and k and isinstance(v, str) for k, v in values.items())
     assert network is None or isinstance(network, IPv4Network)
     assert network6 is None or isinstance(network6, IPv6Network)
-
-
-# --- write_atomic -------------------------------------------------------------------------
-
-
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def test_write_creates_parent_directories(tmp_path: Path) -> None:
-    target = tmp_path / "run" / "flannel" / "subnet.env"
-    write_atomic(target, FLANNEL_MD_EXAMPLE)
-    assert target.read_bytes() == FLANNEL_MD_EXAMPLE.encode("ascii")
-
-
-def test_write_content_is_exact(tmp_path: Path) -> None:
-    target = tmp_path / "subnet.env"
-    text = format_subnet_env(IPv4Network("10.5.0.0/16"), IPv4Network("10.5.72.0/24"), 1450, True,
-                             IPv6Network("fd00:10:5::/48"), IPv6Network("fd00:10:5:48::/64"))
-    write_atomic(str(target), text)
-    assert target.read_bytes() == text.encode("ascii")
-
-
-def test_write_mode_is_0644(tmp_path: Path) -> None:
-    target = tmp_path / "subnet.env"
-    write_atomic(target, FLANNEL_MD_EXAMPLE)
-    assert mode_of(target) == 0o644
-
-
-def test_write_mode_is_0644_under_a_strict_umask(tmp_path: Path) -> None:
-    target = tmp_path / "subnet.env"
-    old = os.umask(0o077)
-    try:
-        write_atomic(target, FLANNEL_MD_EXAMPLE)
-    finally:
-        os.umask(old)
-    assert mode_of(target) == 0o644
-
-
-def test_write_honours_an_explicit_mode(tmp_path: Path) -> None:
-    target = tmp_path / "subnet.env"
-    write_atomic(target, FLANNEL_MD_EXAMPLE, mode=0o600)
-    assert mode_of(target) == 0o600
-
-
-def test_write_replaces_an_existing_file(tmp_path: Path) -> None:
-    target = tmp_path / "subnet.env"
-    target.write_text("FLANNEL_SUBNET=10.9.9.1/24\n" * 100)
-    target.chmod(0o600)
-    old_inode = target.stat().st_ino
-    write_atomic(target, FLANNEL_MD_EXAMPLE)
-    assert target.read_text() == FLANNEL_MD_EXAMPLE
-    assert mode_of(target) == 0o644
-    # A rename, not a rewrite in place: a reader holding the old file never sees half a file.
-    assert target.stat().st_ino != old_inode
-
-
-def test_write_leaves_no_temp_files(tmp_path: Path) -> None:
-    target = tmp_path / "subnet.env"
-    for mtu in (1450, 1500, 8951):
-        write_atomic(target, FLANNEL_MD_EXAMPLE.replace("1450", str(mtu)))
-    assert sorted(os.listdir(tmp_path)) == ["subnet.env"]
-    assert "FLANNEL_MTU=8951\n" in target.read_text()
-
-
-def test_failed_write_leaves_no_temp_files(tmp_path: Path) -> None:
-    target = tmp_path / "subnet.env"
-    target.mkdir()
-    (target / "occupied").write_text("x")
-    with pytest.raises(OSError):
-        write_atomic(target, FLANNEL_MD_EXAMPLE)
-    assert sorted(os.listdir(tmp_path)) == ["subnet.env"]
-    assert target.is_dir()
-
-
-def test_check_writable_creates_the_directory_and_leaves_nothing(tmp_path: Path) -> None:
-    target = tmp_path / "run" / "flannel" / "subnet.env"
-    check_writable(target)
-    assert target.parent.is_dir()
-    assert list(target.parent.iterdir()) == []
-
-
-def test_check_writable_refuses_a_file_in_the_way(tmp_path: Path) -> None:
-    (tmp_path / "run").write_text("")
-    with pytest.raises(NotADirectoryError) as info:
-        check_writable(tmp_path / "run" / "subnet.env")
-    assert info.value.filename == str(tmp_path / "run")
-    with pytest.raises(NotADirectoryError):
-        check_writable(tmp_path / "run" / "flannel" / "subnet.env")
-
-
-def test_check_writable_refuses_a_directory_as_the_file(tmp_path: Path) -> None:
-    with pytest.raises(IsADirectoryError):
-        check_writable(tmp_path)
