@@ -1,8 +1,8 @@
 """The floor for a Python data path: the smallest TUN<->UDP forwarder that speaks the udp
 backend's wire format (the bare IPv4 packet in one UDP datagram, port 8285).
 
-It is `FASTPATH.md`'s "add_reader + up to 64 os.read/sendto per wake-up": one peer, no
-checks, no counters, no batching, no offloads, uvloop as in the daemon. The throughput
+It is the plainest fast Python loop, "add_reader + up to 64 os.read/sendto per wake-up":
+one peer, no checks, no counters, no batching, no offloads, uvloop as in the daemon. The throughput
 benchmark runs it as the `python-minimal` path, so that one run shows what Python itself
 costs on the machine at hand, next to `socat` (the same job in C) and the udp backend (the
 same job with checks, counters and the fast path). It is a yardstick, not a data plane:

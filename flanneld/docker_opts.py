@@ -1,4 +1,4 @@
-"""mk-docker-opts: flannel's `dist/mk-docker-opts.sh` (FLANNEL.md §2), subnet.env -> Docker options.
+"""mk-docker-opts: flannel's mk-docker-opts script, subnet.env -> Docker options.
 
 Reads subnet.env and writes a file a shell or systemd `EnvironmentFile=` can load:
 

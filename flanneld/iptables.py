@@ -1,9 +1,9 @@
 """flannel's iptables rules: the masquerade rules of `--ip-masq` and the forward rules.
 
-Three parts, kept apart as STYLE.md §1 asks (one file because they only make sense together):
+Three parts, pure apart from shell (one file because they only make sense together):
 
-* pure: `masq_rules()`, `forward_rules()` build flannel's exact rules (FLANNEL.md §4, flannel's
-  `pkg/trafficmngr/iptables`), `restore_text()` / `delete_text()` render them as
+* pure: `masq_rules()`, `forward_rules()` build flannel's exact rules (as Go flannel's
+  iptables traffic manager writes them), `restore_text()` / `delete_text()` render them as
   `iptables-restore --noflush` input, `format_rule()` as `iptables-save` prints them;
 * shell: `IPTables`, the only code here that runs `iptables`, `iptables-save` and
   `iptables-restore` (optionally under a command prefix such as `ip netns exec NS`);

@@ -1,6 +1,6 @@
 """Choosing this host's subnet, as flannel's tryAcquireLease does, as a pure function.
 
-Order (FLANNEL.md §1): (1) a lease holding our PublicIP that fits the config is reused,
+Order (Go flannel's): (1) a lease holding our PublicIP that fits the config is reused,
 one that does not fit is deleted; (2) the subnet from the previous subnet.env, if free
 and fitting; (3) a random pick among the first 100 free aligned subnets between
 SubnetMin and SubnetMax. Randomness comes in as an argument.

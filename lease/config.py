@@ -2,7 +2,7 @@
 
 Pure: no I/O. flannel decodes the JSON with Go's encoding/json, so keys match
 case-insensitively, unknown keys are ignored and a later duplicate wins. Defaults and
-limits follow flannel's pkg/subnet/config.go; every error names the field.
+limits follow Go flannel's subnet config; every error names the field.
 """
 
 from __future__ import annotations

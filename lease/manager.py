@@ -3,7 +3,7 @@
 Async, but every effect comes through the LeaseStore and Clock protocols (lease/store.py),
 so the unit tests drive it with an in-memory store and a fake clock.
 
-Fixes over upstream flannel (FLANNEL.md §1): a lost create race is retried; renewal keeps
+Fixes over upstream flannel: a lost create race is retried; renewal keeps
 the one etcd lease alive instead of granting a new one each time; renewal runs on its own
 timer and never stops silently; reservations stay reservations; our own key vanishing
 triggers a re-acquire.

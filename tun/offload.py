@@ -16,7 +16,7 @@ numpy costs about a microsecond per call whatever the size, so the work is a few
 super-packet on all segments at once: one broadcast of the header template, one column
 write per changing field, one row sum for all checksums.
 
-virtio-net header: include/uapi/linux/virtio_net.h. TCP: RFC 9293. Checksums: RFC 1071.
+virtio-net header: the kernel's struct virtio_net_hdr. TCP: RFC 9293. Checksums: RFC 1071.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ enum fp_kind { FP_UDP = 0, FP_VXLAN = 1 };
 #define FP_VXLAN_HEADROOM 22    /* VXLAN (8) + Ethernet (14), tun/vxlan.py's HEADROOM */
 #define FP_OUTER_OVERHEAD 50    /* outer IPv4 + UDP + HEADROOM */
 #define FP_MAX_INNER (65535 - FP_OUTER_OVERHEAD)
-#define FP_VNET_HDR_LEN 10      /* struct virtio_net_hdr, include/uapi/linux/virtio_net.h */
+#define FP_VNET_HDR_LEN 10      /* the kernel's struct virtio_net_hdr */
 #define FP_NEEDS_CSUM 1
 #define FP_GSO_NONE 0
 #define FP_GSO_TCPV4 1
@@ -224,7 +224,7 @@ uint32_t fp_flow_hash(const uint8_t *packet, uint32_t n);
 
 /* ---- tun.c -------------------------------------------------------------------------- */
 
-/* struct virtio_net_hdr (include/uapi/linux/virtio_net.h), as the TUN hands it over */
+/* the kernel's struct virtio_net_hdr, as the TUN hands it over */
 typedef struct {
     uint8_t flags, gso_type;
     uint16_t hdr_len, gso_size, csum_start, csum_offset;

@@ -1,4 +1,4 @@
-"""Tests for lease/allocation.py: flannel's tryAcquireLease as a pure function (FLANNEL.md §1)."""
+"""Tests for lease/allocation.py: flannel's tryAcquireLease as a pure function."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Tests for flanneld/cli.py: flannel's flags read the way Go's flag package reads them,
-plus FLANNELD_* environment variables (FLANNEL.md §5)."""
+plus FLANNELD_* environment variables."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from flanneld.daemon import with_node_overrides
 from flanneld.options import Options
 from lease.config import parse_network_config
 
-# Every flag FLANNEL.md §5 lists; the usage text and the parser must know each one.
+# Every flag Go flannel has; the usage text and the parser must know each one.
 FLANNEL_FLAGS: Final = (
     "etcd-endpoints", "etcd-prefix", "etcd-keyfile", "etcd-certfile", "etcd-cafile",
     "etcd-username", "etcd-password", "iface", "iface-regex", "iface-can-reach", "public-ip",
@@ -299,7 +299,7 @@ def test_public_ip_300_is_rejected() -> None:
 
 
 def test_public_ipv6_flag_exists() -> None:
-    # FLANNEL.md §5 lists -public-ipv6 next to -public-ip.
+    # Go flannel has -public-ipv6 next to -public-ip.
     assert field(parse("-public-ipv6", "2001:db8::7"), "public-ipv6") == "2001:db8::7"
 
 
@@ -579,7 +579,7 @@ def test_main_help_prints_usage_and_exits_0(
     text = out + err
     assert "Traceback" not in text
     assert usage() in text
-    for flag in cli.FLAGS:  # FLANNEL.md's full list: test_usage_names_every_flag
+    for flag in cli.FLAGS:  # Go flannel's full list: test_usage_names_every_flag
         assert f"-{flag.name}" in text, flag.name
 
 

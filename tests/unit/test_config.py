@@ -1,4 +1,4 @@
-"""Tests for lease/config.py: flannel's network config (`<prefix>/config`), FLANNEL.md §1."""
+"""Tests for lease/config.py: flannel's network config (`<prefix>/config`)."""
 
 from __future__ import annotations
 

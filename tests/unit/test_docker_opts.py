@@ -1,4 +1,4 @@
-"""Tests for flanneld/docker_opts.py: flannel's mk-docker-opts.sh (FLANNEL.md §2)."""
+"""Tests for flanneld/docker_opts.py: flannel's mk-docker-opts script."""
 
 from __future__ import annotations
 
@@ -463,7 +463,7 @@ def test_sh_sources_a_custom_key_without_ipmasq(files: tuple[Path, Path]) -> Non
 
 
 def test_dual_stack_subnet_env_gives_the_same_options_as_flannels_script() -> None:
-    # flannel's dist/mk-docker-opts.sh reads only FLANNEL_SUBNET, FLANNEL_MTU and
+    # flannel's mk-docker-opts script reads only FLANNEL_SUBNET, FLANNEL_MTU and
     # FLANNEL_IPMASQ: the IPv6 lines flanneld writes for dual stack change nothing
     v4_only = format_subnet_env(IPv4Network("10.5.0.0/16"), IPv4Network("10.5.72.0/24"),
                                 1450, True)

@@ -1,7 +1,7 @@
 """Fuzz tests for every decoder: an input either decodes or raises the one decode error type.
 
-STYLE.md §3 (malformed input raises one `ValueError` subclass, "dropped" is a verdict) and
-§6 (random garbage gives only "decode error" or "dropped"), for the lease JSON, the network
+Malformed input raises one `ValueError` subclass, "dropped" is a verdict, and random
+garbage gives only "decode error" or "dropped", for the lease JSON, the network
 config, subnet keys, subnet.env, VXLAN/Ethernet/ARP headers, MAC text, IPv4 headers and the
 udp and vxlan packet codecs (which never raise: every input is a verdict).
 

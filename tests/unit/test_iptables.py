@@ -1,4 +1,4 @@
-"""Tests for flanneld/iptables.py: flannel's rules byte-exact (FLANNEL.md §4), the
+"""Tests for flanneld/iptables.py: flannel's rules byte-exact, the
 iptables-restore input, and the keep_rules coordinator against an in-memory fake."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SUBNET: Final = IPv4Network("10.5.72.0/24")
 MASQ: Final = '-m comment --comment "flanneld masq"'
 FWD: Final = '-m comment --comment "flanneld forward"'
 
-# FLANNEL.md §4 with <Network> = 10.5.0.0/16, <subnet> = 10.5.72.0/24, the comment placed
+# Go flannel's rules with <Network> = 10.5.0.0/16, <subnet> = 10.5.72.0/24, the comment placed
 # where flannel puts it (before the target), i.e. exactly as iptables-save prints the rules.
 MASQ_LINES: Final = [
     f"-A POSTROUTING {MASQ} -j FLANNEL-POSTRTG",
@@ -50,7 +50,7 @@ FORWARD_LINES: Final = [
 
 
 def as_rule(table: str, line: str) -> Rule:
-    """The independent reading of a FLANNEL.md line: split it like a shell would."""
+    """The independent reading of one of Go flannel's rule lines: split it like a shell would."""
     action, chain, *args = shlex.split(line)
     assert action == "-A"
     return Rule(table, chain, tuple(args))

@@ -1,4 +1,4 @@
-"""Tests for lease/model.py: subnet keys and lease values, byte-exact with Go (FLANNEL.md §1)."""
+"""Tests for lease/model.py: subnet keys and lease values, byte-exact with Go flannel."""
 
 from __future__ import annotations
 

@@ -2,13 +2,13 @@
 segments of a UDP GRO batch joined back into one (what LRO does), and checksums finished
 (CHECKSUM_PARTIAL), for a TUN device opened with IFF_VNET_HDR.
 
-STYLE.md §6: byte vectors built with scapy, which is also the independent second opinion:
+Byte vectors built with scapy, which is also the independent second opinion:
 every segment cut and every packet joined is parsed by scapy, its checksums deleted and
 recomputed, and compared byte for byte. The IPv4 ID follows RFC 6864 4.1 (the same ID in
 every segment with DF set, as Linux's fixed-ID GSO does; +1 per segment without, wrapping
 at 16 bits), sequence numbers wrap at 2**32 (RFC 9293 3.4), checksums are RFC 1071 and
 RFC 768 (a computed UDP zero goes out as 0xFFFF), the virtio-net header is
-include/uapi/linux/virtio_net.h.
+the kernel's struct virtio_net_hdr.
 
 plan_runs' precondition (the bytes after n up to a whole segment are zero) is kept by
 `batch()`, which also puts garbage after the padding: nothing past the last row is read.

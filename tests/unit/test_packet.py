@@ -1,6 +1,6 @@
 """Tests for tun/packet.py: IPv4 header checks, TTL, ICMP errors, fragmentation.
 
-FLANNEL.md §3 (udp data path), STYLE.md §3 and §6. Scapy is the independent second opinion:
+flannel's udp data path. Scapy is the independent second opinion:
 it builds the reference packets and parses every packet we produce.
 """
 
@@ -609,7 +609,7 @@ def test_fragment_mtu_too_small(packet: bytes, mtu: int) -> None:
 @pytest.mark.parametrize("ihl", range(5))
 @pytest.mark.parametrize("tail", [3, 100])
 def test_fragment_rejects_an_ihl_below_five(ihl: int, tail: int) -> None:
-    """Malformed input raises the decode error (STYLE.md §3): neither struct.error (a last
+    """Malformed input raises the decode error: neither struct.error (a last
     chunk too short to hold the fields it writes) nor silently mangled fragments."""
     step = (576 - ihl * 4) // 8 * 8
     packet = bytearray(udp_packet(ihl * 4 + 2 * step + tail))

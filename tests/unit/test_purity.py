@@ -1,4 +1,4 @@
-"""Pure modules stay pure (STYLE.md §1): no event loop, sockets, files, clock or kernel."""
+"""Pure modules stay pure: no event loop, sockets, files, clock or kernel."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for flanneld/subnet_env.py: flannel's subnet.env, byte-exact (FLANNEL.md §2)."""
+"""Tests for flanneld/subnet_env.py: flannel's subnet.env, byte-exact."""
 
 from __future__ import annotations
 

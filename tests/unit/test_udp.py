@@ -1,4 +1,4 @@
-"""Tests for backends/udp.py: the pure UDPCodec and UDPConfig (FLANNEL.md §3, udp data path).
+"""Tests for backends/udp.py: the pure UDPCodec and UDPConfig (flannel's udp data path).
 
 UDPBackend opens a TUN and a socket and is left to the integration tests. Scapy builds the
 inner packets and is the second opinion on every packet the codec produces or rewrites.

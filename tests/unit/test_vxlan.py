@@ -1,5 +1,5 @@
 """Tests for the pure parts of backends/vxlan.py: VXLANConfig, random_vtep_mac, peer_of and
-the userspace data plane's VXLANCodec (FLANNEL.md §3, vxlan rows and vxlan programming).
+the userspace data plane's VXLANCodec (flannel's vxlan wire format and programming).
 
 VXLANBackend programs the kernel or opens a TUN and is left to the integration tests.
 Scapy builds the frames exactly as the Linux kernel's VXLAN device sends them and is the

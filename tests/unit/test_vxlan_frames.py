@@ -1,7 +1,7 @@
 """Tests for tun/vxlan.py: the RFC 7348 header, Ethernet II, ARP (RFC 826), MACs, the flow
 hash and the constants of the userspace VXLAN data plane.
 
-FLANNEL.md §3 (vxlan rows), STYLE.md §3 and §6. Vector tables are checked in both
+flannel's vxlan wire format. Vector tables are checked in both
 directions; scapy is the independent second opinion on every encoding.
 """
 
