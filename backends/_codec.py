@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Final, NamedTuple, Protocol
 
-from lease.errors import ConfigError
+from lease.errors import ConfigError, DecodeError
+from tun.packet import check_ipv4, decrement_ttl
 
 ENGINE_VARIABLE: Final = "FLANNELD_ENGINE"
 ENGINES: Final = ("auto", "native", "python")
@@ -198,6 +199,21 @@ class SubnetCodec:
 
     def remove_peer(self, subnet: IPv4Network) -> None:
         self.table.remove(subnet)
+
+    def deliverable(self, packet: bytearray | memoryview, n: int) -> int | Dropped:
+        """What every codec checks of a packet from the network before it goes into the TUN:
+        a valid IPv4 header, a destination in our subnet, TTL left (decremented in place).
+        The packet's total length, or why it is dropped."""
+        try:
+            total = check_ipv4(packet, n)
+        except DecodeError:
+            return MALFORMED
+        dst = (packet[16] << 24) | (packet[17] << 16) | (packet[18] << 8) | packet[19]
+        if dst & self.mask != self.own_net:
+            return NOT_OUR_SUBNET
+        if not decrement_ttl(packet):
+            return TTL_EXPIRED
+        return total
 
 
 class NativeKind(enum.IntEnum):

@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Final
 
 from lease.errors import DecodeError
-from tun.packet import check_ipv4, complete_partial_checksum, decrement_ttl
+from tun.packet import complete_partial_checksum, decrement_ttl
 from tun.vxlan import (
     ARP_REPLY,
     ARP_REQUEST,
@@ -40,7 +40,6 @@ from ._codec import (
     NO_ROUTE,
     NOT_FOR_US,
     NOT_IPV4,
-    NOT_OUR_SUBNET,
     NOT_PEER,
     OVERSIZED,
     RUNT,
@@ -48,6 +47,7 @@ from ._codec import (
     WRONG_MAC,
     WRONG_VNI,
     Answer,
+    Dropped,
     NativeKind,
     NativeSpec,
     Send,
@@ -127,15 +127,9 @@ class VXLANCodec(SubnetCodec):
             return self._arp(inner, src_mac, src_ip)
         if ethertype != ETHERTYPE_IPV4:
             return NOT_IPV4
-        try:
-            total = check_ipv4(inner, n - HEADROOM)
-        except DecodeError:
-            return MALFORMED
-        dst = (inner[16] << 24) | (inner[17] << 16) | (inner[18] << 8) | inner[19]
-        if dst & self.mask != self.own_net:
-            return NOT_OUR_SUBNET
-        if not decrement_ttl(inner):
-            return TTL_EXPIRED
+        total = self.deliverable(inner, n - HEADROOM)
+        if isinstance(total, Dropped):
+            return total
         if complete_partial_checksum(inner, total):
             self.checksums_completed += 1
         return Write(total)

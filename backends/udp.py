@@ -24,7 +24,6 @@ from tun.packet import (
     FLAG_DF,
     ICMPType,
     UnreachableCode,
-    check_ipv4,
     decrement_ttl,
     fragment,
     icmp_error,
@@ -36,11 +35,10 @@ from ._codec import (
     DROPPED,
     MALFORMED,
     NOT_IPV4,
-    NOT_OUR_SUBNET,
     NOT_PEER,
     RUNT,
-    TTL_EXPIRED,
     Drop,
+    Dropped,
     NativeKind,
     NativeSpec,
     Reply,
@@ -145,16 +143,8 @@ class UDPCodec(SubnetCodec):
         """A datagram that reached our port: write its packet into flannel0, or drop it."""
         if src_ip not in self.peers:
             return NOT_PEER
-        try:
-            total = check_ipv4(buf, n)
-        except DecodeError:
-            return MALFORMED
-        dst = (buf[16] << 24) | (buf[17] << 16) | (buf[18] << 8) | buf[19]
-        if dst & self.mask != self.own_net:
-            return NOT_OUR_SUBNET
-        if not decrement_ttl(buf):
-            return TTL_EXPIRED
-        return Write(total)
+        total = self.deliverable(buf, n)
+        return total if isinstance(total, Dropped) else Write(total)
 
 
 class UDPBackend:
