@@ -22,10 +22,9 @@ from typing import Final
 from lease.errors import ConfigError, DecodeError, FlannelError
 
 from .files import write_atomic
-from .subnet_env import parse_subnet_env
+from .subnet_env import DEFAULT_SUBNET_FILE, parse_subnet_env
 
 PROG: Final = "mk-docker-opts"
-DEFAULT_SUBNET_FILE: Final = "/run/flannel/subnet.env"
 DEFAULT_OUTPUT_FILE: Final = "/run/docker_opts.env"
 DEFAULT_KEY: Final = "DOCKER_OPTS"
 EXIT_ERROR: Final = 1

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lease.store import DEFAULT_ENDPOINTS, DEFAULT_PREFIX
+
+from .subnet_env import DEFAULT_SUBNET_FILE
+
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    etcd_endpoints: str = "http://127.0.0.1:4001,http://127.0.0.1:2379"
-    etcd_prefix: str = "/coreos.com/network"
+    etcd_endpoints: str = ",".join(DEFAULT_ENDPOINTS)
+    etcd_prefix: str = DEFAULT_PREFIX
     etcd_keyfile: str = ""
     etcd_certfile: str = ""
     etcd_cafile: str = ""
@@ -23,7 +27,7 @@ class Options:
     iface_can_reach: str = ""
     public_ip: str = ""
     public_ipv6: str = ""
-    subnet_file: str = "/run/flannel/subnet.env"
+    subnet_file: str = DEFAULT_SUBNET_FILE
     subnet_lease_renew_margin: int = 60
     subnet_lease_ttl: int = 86400
     vxlan_dataplane: str = ""

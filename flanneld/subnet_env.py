@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from typing import Final
 
 from lease.errors import DecodeError
+
+DEFAULT_SUBNET_FILE: Final = "/run/flannel/subnet.env"  # flannel's -subnet-file default
 
 
 def format_subnet_env(

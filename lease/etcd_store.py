@@ -36,7 +36,7 @@ from etcd3aio.lease import LeaseService
 from lease.errors import ConfigError, DecodeError, StoreAuthError, StoreUnavailable
 
 from .model import SUBNETS_DIR, Lease, LeaseAttrs, decode_lease, encode_lease_attrs, subnet_key
-from .store import KeyEvent, Listing, WatchBatch
+from .store import DEFAULT_ENDPOINTS, DEFAULT_PREFIX, KeyEvent, Listing, WatchBatch
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ SYSTEM_CA: Final = Path("/etc/ssl/certs/ca-certificates.crt")
 
 @dataclass(frozen=True, slots=True)
 class EtcdSettings:
-    endpoints: Sequence[str] = ("http://127.0.0.1:4001", "http://127.0.0.1:2379")
-    prefix: str = "/coreos.com/network"
+    endpoints: Sequence[str] = DEFAULT_ENDPOINTS
+    prefix: str = DEFAULT_PREFIX
     cafile: str = ""
     certfile: str = ""
     keyfile: str = ""

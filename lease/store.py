@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from typing import Protocol
+from typing import Final, Protocol
 
 from .model import Lease, LeaseAttrs
+
+# flannel's defaults for where the store is and where its keys live
+DEFAULT_ENDPOINTS: Final = ("http://127.0.0.1:4001", "http://127.0.0.1:2379")
+DEFAULT_PREFIX: Final = "/coreos.com/network"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,6 @@ from flanneld import docker_opts as module
 from flanneld.docker_opts import (
     DEFAULT_KEY,
     DEFAULT_OUTPUT_FILE,
-    DEFAULT_SUBNET_FILE,
     USAGE,
     Options,
     UsageError,
@@ -26,7 +25,7 @@ from flanneld.docker_opts import (
     main,
     parse_args,
 )
-from flanneld.subnet_env import format_subnet_env, parse_subnet_env
+from flanneld.subnet_env import DEFAULT_SUBNET_FILE, format_subnet_env, parse_subnet_env
 from lease.errors import ConfigError, DecodeError
 
 ROOT: Final = Path(__file__).resolve().parents[2]
