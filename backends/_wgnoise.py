@@ -66,6 +66,8 @@ _U128: Final = struct.Struct(">QQ")
 _PAD: Final = bytes(wire.PADDING)
 _INDEX: Final = struct.Struct("<I")
 _JITTER: Final = struct.Struct("<H")
+_TRANSPORT_WORDS: Final = struct.Struct("<IIQ")  # type + reserved as one word: 4 for data
+_CACHE_MAX: Final = 4096  # IPv4 destinations remembered per routing table
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +191,12 @@ HASH0: Final = blake2s_hash(CHAINING_KEY0, IDENTIFIER)
 class _Keypair:
     """One session: the two transport keys, our index, the peer's, the replay window."""
 
-    __slots__ = ("bitmap", "created_at", "initiator", "local", "peer", "recv", "remote",
-                 "send", "send_counter", "top")
+    __slots__ = ("bitmap", "created_at", "expires_at", "initiator", "lastminute_at", "local",
+                 "peer", "recv", "rekey_at", "remote", "send", "send_counter", "top")
 
     def __init__(self, peer: _Peer, send_key: bytes, recv_key: bytes, local: int, remote: int,
-                 created_at: float, initiator: bool) -> None:
+                 created_at: float, initiator: bool, limits: Limits | None = None) -> None:
+        limits = limits or Limits()
         self.peer = peer
         self.send = ChaCha20Poly1305(send_key)
         self.recv = ChaCha20Poly1305(recv_key)
@@ -201,6 +204,12 @@ class _Keypair:
         self.remote = remote
         self.created_at = created_at
         self.initiator = initiator
+        # the whitepaper §6 deadlines of this session, absolute on the injected clock
+        self.expires_at = created_at + limits.reject_after_time
+        never = float("inf")
+        self.rekey_at = created_at + limits.rekey_after_time if initiator else never
+        self.lastminute_at = created_at + limits.reject_after_time - limits.keepalive_timeout \
+            - limits.rekey_timeout if initiator else never
         self.send_counter = 0
         self.top = -1  # highest counter received
         self.bitmap = 0  # bit i: counter top - i received
@@ -339,6 +348,7 @@ class Device:
         self._peers: dict[bytes, _Peer] = {}
         self._owners: dict[IPv4Network | IPv6Network, _Peer] = {}
         self._routes = _Routes()
+        self._v4_cache: dict[int, _Peer | None] = {}
         self._sessions: dict[int, _Keypair] = {}  # our index -> session
         self._handshakes: dict[int, _Peer] = {}  # our index -> peer with our initiation
         self._responses: dict[int, _Peer] = {}  # our index in a response -> peer (cookies)
@@ -384,6 +394,7 @@ class Device:
             self._owners[net] = peer
         peer.allowed = tuple(dict.fromkeys(allowed_ips))
         self._routes = _Routes.build(self._owners)
+        self._v4_cache.clear()
 
     def remove_peer(self, public_key: bytes) -> None:
         peer = self._peers.pop(bytes(public_key), None)
@@ -392,6 +403,7 @@ class Device:
         self._forget_keys(peer)
         self._owners = {net: p for net, p in self._owners.items() if p is not peer}
         self._routes = _Routes.build(self._owners)
+        self._v4_cache.clear()
 
     def peer_for(self, packet: Buffer) -> bytes | None:
         """The public key of the peer whose allowed IPs hold the packet's destination."""
@@ -423,26 +435,30 @@ class Device:
         without a usable session gets its packets queued and a handshake started."""
         now = self._clock()
         control: list[tuple[Address, list[bytes]]] = []
-        groups: dict[int, tuple[_Peer, list[bytes]]] = {}
-        routes = self._routes
-        v4 = routes.v4
+        groups: list[tuple[_Peer, list[bytes]]] = []
+        last_peer: _Peer | None = None
+        last_list: list[bytes] = []
+        cache = self._v4_cache
         u32 = _U32.unpack_from
         header = _HEADER.pack
         nonce = _NONCE.pack
         mtu = self.mtu
         limits = self.limits
-        reject_time = limits.reject_after_time
         reject_msgs = limits.reject_after_messages
+        rekey_msgs = limits.rekey_after_messages - 1
         n_out = 0
         b_out = 0
         for packet in packets:
             length = len(packet)
-            version = packet[0] >> 4 if length else 0
-            if version == 4 and length >= 20:
-                peer = _lookup(v4, u32(packet, 16)[0])
-            elif version == 6 and length >= 40:
+            if length >= 20 and packet[0] >> 4 == 4:
+                dst = u32(packet, 16)[0]
+                try:
+                    peer = cache[dst]
+                except KeyError:
+                    peer = self._cache_v4(dst)
+            elif length >= 40 and packet[0] >> 4 == 6:
                 hi, lo = _U128.unpack_from(packet, 24)
-                peer = _lookup(routes.v6, hi << 64 | lo)
+                peer = _lookup(self._routes.v6, hi << 64 | lo)
             else:
                 self.drops[WGDrop.NOT_IP] += 1
                 continue
@@ -450,45 +466,62 @@ class Device:
                 self.drops[WGDrop.NO_PEER] += 1
                 continue
             kp = peer.current
-            endpoint = peer.endpoint
-            if kp is None or endpoint is None or kp.send_counter >= reject_msgs \
-                    or now - kp.created_at >= reject_time:
+            if kp is None or now >= kp.expires_at or kp.send_counter >= reject_msgs \
+                    or peer.endpoint is None:
                 self._enqueue(peer, bytes(packet), now, control)
                 continue
             pad = -length & 15
             if pad and mtu and length + pad > mtu:
-                pad = max(0, mtu - length)
+                pad = mtu - length if mtu > length else 0
             counter = kp.send_counter
             kp.send_counter = counter + 1
             datagram = header(4, kp.remote, counter) + kp.send.encrypt(
                 nonce(counter), bytes(packet) + _PAD[:pad] if pad else packet, None)
-            group = groups.get(id(peer))
-            if group is None:
-                groups[id(peer)] = group = (peer, [])
-            group[1].append(datagram)
+            if peer is not last_peer:
+                for p, lst in groups:
+                    if p is peer:
+                        last_list = lst
+                        break
+                else:
+                    last_list = []
+                    groups.append((peer, last_list))
+                last_peer = peer
+            last_list.append(datagram)
             n_out += 1
             b_out += length
-            peer.tx_bytes += len(datagram)
-            if counter + 1 >= limits.rekey_after_messages or (
-                    kp.initiator and now - kp.created_at >= limits.rekey_after_time):
+            if counter >= rekey_msgs or now >= kp.rekey_at:
                 self._initiate(peer, now, control)
         self.packets_out += n_out
         self.bytes_out += b_out
-        for peer, _ in groups.values():
+        result = control
+        for peer, datagrams in groups:
+            peer.tx_bytes += sum(map(len, datagrams))
             self._sent_data(peer, now)
-        return control + [(p.endpoint, d) for p, d in groups.values() if p.endpoint]
+            if peer.endpoint is not None:
+                result.append((peer.endpoint, datagrams))
+        return result
+
+    def _cache_v4(self, dst: int) -> _Peer | None:
+        """The longest-prefix answer for one IPv4 destination, remembered until the routes
+        change (bounded: cleared when full)."""
+        if len(self._v4_cache) >= _CACHE_MAX:
+            self._v4_cache.clear()
+        peer = self._v4_cache[dst] = _lookup(self._routes.v4, dst)
+        return peer
 
     def receive(self, datagram: Buffer,
                 src: Address) -> tuple[list[tuple[Address, bytes]], list[bytes]]:
         """One UDP datagram from `src` -> (datagrams to send, IP packets for the TUN)."""
         n = len(datagram)
+        if n >= wire.TRANSPORT_MIN_LEN:
+            kind, index, counter = _TRANSPORT_WORDS.unpack_from(datagram)
+            if kind == 4:  # type 4, reserved zero: transport data, the hot path
+                return self._transport(datagram, index, counter,
+                                       src if len(src) == 2 else (src[0], src[1]))
         if n < 4:
             self.drops[WGDrop.RUNT] += 1
             return [], []
         kind = datagram[0]
-        if kind == 4 and n >= wire.TRANSPORT_MIN_LEN and not (datagram[1] or datagram[2]
-                                                               or datagram[3]):
-            return self._transport(datagram, (src[0], src[1]))
         try:
             mtype = wire.message_type(datagram)
         except DecodeError:
@@ -508,29 +541,33 @@ class Device:
             return out, []
         return out, self._response(data, addr, out)
 
-    def _transport(self, datagram: Buffer,
+    def _transport(self, datagram: Buffer, index: int, counter: int,
                    src: Address) -> tuple[list[tuple[Address, bytes]], list[bytes]]:
-        _, index, counter = _HEADER.unpack_from(datagram)
         kp = self._sessions.get(index)
         if kp is None:
             self.drops[WGDrop.UNKNOWN_INDEX] += 1
             return [], []
         now = self._clock()
-        limits = self.limits
-        if counter >= limits.reject_after_messages \
-                or now - kp.created_at >= limits.reject_after_time:
+        if now >= kp.expires_at or counter >= self.limits.reject_after_messages:
             self.drops[WGDrop.KEY_EXPIRED] += 1
             return [], []
-        if kp.replayed(counter):
+        top = kp.top
+        behind = top - counter
+        if behind >= 0 and (behind >= REPLAY_WINDOW or kp.bitmap >> behind & 1):
             self.drops[WGDrop.REPLAYED] += 1
             return [], []
-        view = datagram if isinstance(datagram, memoryview) else memoryview(datagram)
         try:
-            plain = kp.recv.decrypt(_NONCE.pack(counter), view[16:], None)
+            plain = kp.recv.decrypt(_NONCE.pack(counter), memoryview(datagram)[16:], None)
         except InvalidTag:
             self.drops[WGDrop.DECRYPT_FAILED] += 1
             return [], []
-        kp.mark(counter)
+        # authenticated: into the replay window (RFC 6479's, as one Python int)
+        if behind < 0:
+            kp.bitmap = ((kp.bitmap << -behind) | 1) & _WINDOW_MASK \
+                if -behind < REPLAY_WINDOW else 1
+            kp.top = counter
+        else:
+            kp.bitmap |= 1 << behind
         peer = kp.peer
         peer.rx_bytes += len(datagram)
         out: list[tuple[Address, bytes]] = []
@@ -541,30 +578,32 @@ class Device:
         peer.new_handshake_at = None  # any authenticated packet received
         if peer.keepalive > 0:
             peer.persistent_at = now + peer.keepalive
-        if kp.initiator and not peer.sent_lastminute and now - kp.created_at >= (
-                limits.reject_after_time - limits.keepalive_timeout - limits.rekey_timeout):
+        if now >= kp.lastminute_at and not peer.sent_lastminute:
             peer.sent_lastminute = True
             self._initiate(peer, now, [], out)
-        if not plain:
+        length = len(plain)
+        if not length:
             return out, []  # a keepalive
         if peer.keepalive_at is None:  # data received: a keepalive unless we send first
-            peer.keepalive_at = now + limits.keepalive_timeout
-        length = len(plain)
-        version = plain[0] >> 4
-        if version == 4 and length >= 20:
+            peer.keepalive_at = now + self.limits.keepalive_timeout
+        if length >= 20 and plain[0] >> 4 == 4:
             size = plain[2] << 8 | plain[3]
-            source = _lookup(self._routes.v4, _U32.unpack_from(plain, 12)[0])
-        elif version == 6 and length >= 40:
+            source = _U32.unpack_from(plain, 12)[0]
+            try:
+                owner = self._v4_cache[source]
+            except KeyError:
+                owner = self._cache_v4(source)
+        elif length >= 40 and plain[0] >> 4 == 6:
             size = 40 + (plain[4] << 8 | plain[5])
             hi, lo = _U128.unpack_from(plain, 8)
-            source = _lookup(self._routes.v6, hi << 64 | lo)
+            owner = _lookup(self._routes.v6, hi << 64 | lo)
         else:
             self.drops[WGDrop.NOT_IP] += 1
             return out, []
         if size > length or size < 20:
             self.drops[WGDrop.NOT_IP] += 1
             return out, []
-        if source is not peer:
+        if owner is not peer:
             self.drops[WGDrop.NOT_ALLOWED_SOURCE] += 1
             return out, []
         self.packets_in += 1
@@ -598,7 +637,7 @@ class Device:
             if peer.zero_keys_at is not None and now >= peer.zero_keys_at:
                 self._forget_keys(peer)
             for kp in (peer.previous, peer.current, peer.next):
-                if kp is not None and now - kp.created_at >= limits.reject_after_time:
+                if kp is not None and now >= kp.expires_at:
                     self._drop_keypair(peer, kp)
         return out
 
@@ -612,7 +651,7 @@ class Device:
 
     def _usable(self, kp: _Keypair | None, now: float) -> bool:
         return kp is not None and kp.send_counter < self.limits.reject_after_messages \
-            and now - kp.created_at < self.limits.reject_after_time
+            and now < kp.expires_at
 
     def _enqueue(self, peer: _Peer, packet: bytes, now: float,
                  control: list[tuple[Address, list[bytes]]]) -> None:
@@ -849,7 +888,8 @@ class Device:
         recv_key, send_key = kdf(ck, b"", 2)
         if peer.next is not None:
             self._drop_keypair(peer, peer.next)
-        kp = _Keypair(peer, send_key, recv_key, local, msg.sender, now, initiator=False)
+        kp = _Keypair(peer, send_key, recv_key, local, msg.sender, now, initiator=False,
+                      limits=self.limits)
         peer.next = kp
         self._sessions[local] = kp
         self._responses[local] = peer
@@ -884,7 +924,8 @@ class Device:
         send_key, recv_key = kdf(ck, b"", 2)
         del self._handshakes[hs.local]
         peer.handshake = None
-        kp = _Keypair(peer, send_key, recv_key, hs.local, msg.sender, now, initiator=True)
+        kp = _Keypair(peer, send_key, recv_key, hs.local, msg.sender, now, initiator=True,
+                      limits=self.limits)
         self._sessions[hs.local] = kp
         self._rotate(peer, kp)
         peer.endpoint = addr
