@@ -8,7 +8,8 @@ carry TCP.
 Checked: it initiates and we answer; pings; a SHA-256-checked TCP transfer each way with our
 side rekeying (shortened Limits) in the middle; real datagrams replayed, forged and
 bit-flipped at our port are counted by reason and never reach the TUN; wireguard-go's key
-changes, we set the new key, we initiate and traffic flows again.
+changes, we set the new key, we initiate and traffic flows again; under load our cookie
+reply makes wireguard-go come back with a mac2 we accept.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def drive(private_hex: str, limits: dict[str, Any]) -> None:
                                         allowed_ips=[ip_network(a) for a in cmd["allowed"]])
                     elif cmd["op"] == "remove_peer":
                         device.remove_peer(bytes.fromhex(cmd["key"]))
+                    elif cmd["op"] == "load":
+                        device.under_load = bool(cmd["on"])
                     answer = {"counters": device.counters(), "tun_writes": tun_writes,
                               "drops": {WGDrop(k).name: v for k, v in device.drops.items()},
                               "peers": [{"key": p.public_key.hex(), "endpoint": p.endpoint,
@@ -367,6 +370,18 @@ def test_wireguard_go_interop(pair: Pair) -> None:
     assert s["counters"]["handshakes_completed"] > before["handshakes_completed"]
     assert [q["key"] for q in s["peers"]] == [b64_to_hex(new_public)]
     transfer(p, p.us, p.them, THEIR_TUN_IP, 5003)
+
+    # 5. under load we answer wireguard-go's fresh initiation with a cookie reply; it
+    # retransmits with mac2 (our cookie, opened with its XChaCha20-Poly1305) and gets in
+    before = p.ask("load", on=True)["counters"]
+    p.set_wg("peer", p.our_public_b64, "remove")
+    p.set_wg("peer", p.our_public_b64, "endpoint", f"{OURS}:{PORT}",
+             "allowed-ips", f"{OUR_TUN_IP}/32")
+    wait_for("a handshake through the cookie", lambda: p.ping(p.them, OUR_TUN_IP, 1), 30)
+    s = p.ask("load", on=False)
+    assert s["counters"]["cookie_replies_sent"] > before["cookie_replies_sent"]
+    assert s["drops"].get("COOKIE_REQUIRED", 0) >= 1
+    assert s["counters"]["handshakes_completed"] > before["handshakes_completed"]
     final = p.ask()
     print("our side:", json.dumps(final["counters"]), json.dumps(final["drops"]))
 
