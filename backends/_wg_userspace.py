@@ -41,6 +41,8 @@ from tun.offload import (
     VNET_HDR,
     VNET_HDR_LEN,
     finish_checksum,
+    join_run,
+    plan_runs,
     segment_tcp4_many,
     tso_header_len,
 )
@@ -50,6 +52,8 @@ from ._datapath import (
     _GRO_CMSG_SPACE,
     BUFFER_SIZE,
     MAX_BURST,
+    MIN_JOIN,
+    SMALL,
     SOL_UDP,
     UDP_GRO,
     UDP_SEGMENT,
@@ -74,6 +78,7 @@ STAGE_SLOTS: Final = 16  # TUN reads held before the Device encrypts them in one
 CUT_ROOM: Final = 65536 + 8192  # a 64 KB super-packet cut at an MSS near the MTU
 TIMER_MAX_S: Final = 0.25  # the longest the timers sleep (a send can start a handshake)
 LOAD_INITIATIONS: Final = 16  # handshake initiations in one burst: "under load" (cookies)
+JOIN_BYTES: Final = 8 * 65536  # decrypted packets gathered before they go into the TUN
 _U16: Final = struct.Struct("=H")
 PLANE_DROPS: Final = ("tun_malformed", "tun_queue_full", "tun_write_error",
                       "socket_queue_full", "send_error", "socket_error")
@@ -101,11 +106,16 @@ class UserspaceWireGuard:
         self._slots = [stage[i * BUFFER_SIZE:(i + 1) * BUFFER_SIZE] for i in range(STAGE_SLOTS)]
         self._cut = bytearray(STAGE_SLOTS * CUT_ROOM)
         self._net_buf = bytearray(65536 + 4096)
+        self._plain: list[bytes] = []  # decrypted, waiting to be joined into the TUN
+        self._plain_bytes = 0
+        self._join_in = bytearray(JOIN_BYTES + 2 * 65536)
+        self._joined = bytearray(BUFFER_SIZE)
         self.drops = dict.fromkeys(PLANE_DROPS, 0)
         self.n = dict.fromkeys(("tx_datagrams", "tx_bytes", "rx_datagrams", "rx_bytes",
                                 "tun_reads", "tun_writes", "gso_sends", "gso_segments",
                                 "gro_batches", "gro_segments", "tso_packets",
-                                "tso_segments", "checksums_finished"), 0)
+                                "tso_segments", "checksums_finished", "joined_packets",
+                                "joined_segments"), 0)
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -292,11 +302,69 @@ class UserspaceWireGuard:
                 replies, plain = device.receive(datagram, src)
                 for reply_addr, reply in replies:
                     self._sendmsg([reply], reply_addr, 0)
-                for packet in plain:
-                    self._write_tun(packet)
+                if plain:
+                    self._plain += plain
+                    self._plain_bytes += len(plain[0])
+                    if self._plain_bytes >= JOIN_BYTES:
+                        self._deliver()
                 if replies:
                     self._wake.set()
         device.under_load = initiations >= LOAD_INITIATIONS
+        if self._plain:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """The decrypted packets gathered, into the TUN in order: with offloads, each run of
+        equal sizes (the last may be shorter) that continues one TCP stream is joined into
+        one super-packet (tun/offload.py's plan_runs and join_run, as PacketEngine joins
+        GRO batches: every segment's checksums verified), the rest one at a time."""
+        packets, self._plain, self._plain_bytes = self._plain, [], 0
+        if not self.vnet_hdr:
+            for packet in packets:
+                self._write_tun(packet)
+            return
+        first, count = 0, len(packets)
+        while first < count:
+            size = len(packets[first])
+            end = first + 1
+            while end < count and len(packets[end]) == size:
+                end += 1
+            if end < count and len(packets[end]) < size:
+                end += 1  # a shorter one can end a run
+            if end - first < MIN_JOIN or size < SMALL:
+                for packet in packets[first:end]:
+                    self._write_tun(packet)
+            else:
+                self._join(packets[first:end], size)
+            first = end
+
+    def _join(self, group: list[bytes], size: int) -> None:
+        buf = self._join_in
+        n = 0
+        for packet in group:
+            buf[n:n + len(packet)] = packet
+            n += len(packet)
+        padded = len(group) * size
+        buf[n:padded] = bytes(padded - n)
+        done = 0
+        for run in plan_runs(buf, n, size, 0):
+            for packet in group[done:run.first]:
+                self._write_tun(packet)
+            header, total = join_run(buf, n, size, 0, run, self._joined)
+            assert self._tun is not None
+            try:
+                os.writev(self._tun.fd, (header, memoryview(self._joined)[:total]))
+            except BlockingIOError:
+                self.drops["tun_queue_full"] += run.count
+            except OSError:
+                self.drops["tun_write_error"] += run.count
+            else:
+                self.n["tun_writes"] += 1
+                self.n["joined_packets"] += 1
+                self.n["joined_segments"] += run.count
+            done = run.first + run.count
+        for packet in group[done:]:
+            self._write_tun(packet)
 
     def _write_tun(self, packet: bytes) -> None:
         assert self._tun is not None
