@@ -1,6 +1,6 @@
 """Our WireGuard (backends/_wgnoise.py) against one nobody here wrote: Debian's wireguard-go
 configured with `wg`. Two network namespaces joined by a veth underlay (192.0.2.0/24):
-wireguard-go's `wg0` in one, in the other our Device driven by this file's own small loop
+wireguard-go's device in one, in the other our Device driven by this file's own small loop
 (run as `python -m tests.integration.test_wireguard_interop` under `ip netns exec`, never
 setns in the test process) over a real TUN, so the kernels on both sides answer pings and
 carry TCP.
@@ -162,6 +162,7 @@ class Pair:
     our_public_b64: str
     their_public_b64: str
     workdir: Path
+    wg_dev: str = "wg0"
     vector_out: Path | None = None
     vector: dict[str, str] | None = None
 
@@ -177,7 +178,7 @@ class Pair:
                      check=False, timeout=30).returncode == 0
 
     def set_wg(self, *args: str) -> None:
-        in_ns(self.them, "wg", "set", "wg0", *args)
+        in_ns(self.them, "wg", "set", self.wg_dev, *args)
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
@@ -202,6 +203,9 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         pytest.fail(f"the WireGuard interop test needs {', '.join(missing)} (make deps)")
     prefix = f"wgi{secrets.token_hex(3)}"
     us, them = f"{prefix}-us", f"{prefix}-them"
+    # wireguard-go's control socket, /var/run/wireguard/<name>.sock, is one per name on the
+    # whole machine, namespaces or not: a name of this run's own
+    wg_dev = f"{prefix}g"
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for ns in (us, them):
@@ -216,10 +220,10 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         # wireguard-go, in the foreground so we hold its PID
         env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
         with open(tmp_path / "wireguard-go.log", "wb") as log:
-            wg_go = subprocess.Popen(["ip", "netns", "exec", them, "wireguard-go", "-f", "wg0"],
+            wg_go = subprocess.Popen(["ip", "netns", "exec", them, "wireguard-go", "-f", wg_dev],
                                      env=env, stdout=subprocess.DEVNULL, stderr=log)
         procs.append(wg_go)
-        wait_for("wireguard-go's wg0", lambda: in_ns(them, "wg", "show", "wg0",
+        wait_for("wireguard-go's device", lambda: in_ns(them, "wg", "show", wg_dev,
                                                      check=False).returncode == 0)
         their_private, their_public = wg_keypair()
         (tmp_path / "their.key").write_text(their_private + "\n")
@@ -235,12 +239,12 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         our_public_b64 = base64.b64encode(our_public).decode()
         in_ns(us, "ip", "addr", "add", f"{OUR_TUN_IP}/24", "dev", TUN_NAME)
         in_ns(us, "ip", "link", "set", TUN_NAME, "mtu", "1420", "up")
-        in_ns(them, "wg", "set", "wg0", "private-key", str(tmp_path / "their.key"),
+        in_ns(them, "wg", "set", wg_dev, "private-key", str(tmp_path / "their.key"),
               "listen-port", str(PORT), "peer", our_public_b64, "endpoint", f"{OURS}:{PORT}",
               "allowed-ips", f"{OUR_TUN_IP}/32")
-        in_ns(them, "ip", "addr", "add", f"{THEIR_TUN_IP}/24", "dev", "wg0")
-        in_ns(them, "ip", "link", "set", "wg0", "mtu", "1420", "up")
-        p = Pair(us, them, driver, our_public_b64, their_public, tmp_path)
+        in_ns(them, "ip", "addr", "add", f"{THEIR_TUN_IP}/24", "dev", wg_dev)
+        in_ns(them, "ip", "link", "set", wg_dev, "mtu", "1420", "up")
+        p = Pair(us, them, driver, our_public_b64, their_public, tmp_path, wg_dev)
         vector = os.environ.get("WG_VECTOR_OUT")  # a real initiation for the unit tests' KAT
         if vector:
             p.vector_out = Path(vector)
@@ -308,7 +312,7 @@ def test_wireguard_go_interop(pair: Pair) -> None:
         p.vector["initiation"] = status["captured"]["initiation"]
         p.vector_out.write_text(json.dumps(p.vector))
     assert p.ping(p.us, THEIR_TUN_IP)
-    shown = in_ns(p.them, "wg", "show", "wg0", "latest-handshakes").stdout.decode()
+    shown = in_ns(p.them, "wg", "show", p.wg_dev, "latest-handshakes").stdout.decode()
     assert p.our_public_b64 in shown and not shown.strip().endswith("\t0")
 
     # 2. transfers both ways; our side rekeys after LIMITS' message count meanwhile
