@@ -5,6 +5,9 @@ Dataplane kernel failing in one line); the kernel plane's requests are unit-test
 
 Checked: leases carry flannel's BackendData byte for byte; ping and a SHA-256-checked
 transfer container to container; a lease removed in etcd and a key changed are followed;
+a node that is wireguard-go configured by hand as Go flannel configures flannel-wg (its
+lease written into etcd by the test) exchanges traffic with a daemon, also after its key
+changes;
 the key file is 0400 and reused across restarts; the private key is in no log line, nor
 in /metrics, /counters, /status; 100,000 hostile datagrams at the port while iperf3 runs
 are counted drops and nothing reaches a container.
@@ -13,16 +16,23 @@ are counted drops and nothing reaches a container.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from functools import partial
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from flanneld.files import write_atomic
 from flanneld.lab import Host, Lab, wait_for
+from flanneld.subnet_env import format_subnet_env
 from tests.integration.test_hostile import FLOOD, LISTENER, flood_during_iperf3
 
 HEALTHZ = "-healthz-port=8471"
@@ -240,3 +250,91 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(lab: Lab) -> None:
     assert counters["drop_unknown_index"] > 0 and counters["drop_bad_mac1"] > 0, wg_drops
     assert counters["tun_writes"] > writes_before  # the real traffic got through
     print(json.dumps({"drops": wg_drops, "overflow": overflow}))
+
+
+# -- a Go-flannel-like node: wireguard-go configured by hand ------------------------------
+
+GO_SUBNET = IPv4Network("10.5.200.0/24")
+
+
+def wg_keys() -> tuple[str, str]:
+    private = subprocess.run(["wg", "genkey"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    public = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    return private, public
+
+
+def put_go_lease(lab: Lab, host: Host, public: str) -> None:
+    """The lease Go flannel's wireguard backend writes for `host` (a reservation here)."""
+    lab.etcdctl("put", f"/coreos.com/network/subnets/{GO_SUBNET.network_address}-24",
+                f'{{"PublicIP":"{host.ip}","PublicIPv6":null,"BackendType":"wireguard",'
+                f'"BackendData":{{"PublicKey":"{public}","Port":{PORT}}}}}')
+
+
+@contextlib.contextmanager
+def wireguard_go(lab: Lab, host: Host) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
+    with (host.workdir / "wireguard-go.log").open("wb") as log:
+        proc = subprocess.Popen(["ip", "netns", "exec", host.ns, "wireguard-go", "-f",
+                                 "flannel-wg"], env=env, stdout=log, stderr=log)
+    try:
+        wait_for("wireguard-go's flannel-wg", lambda: lab.exec(
+            host.ns, "ip", "link", "show", "flannel-wg", check=False).returncode == 0)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def configure_as_flannel(lab: Lab, host: Host, private: str, peer: Host) -> None:
+    """What Go flannel does to flannel-wg: key and ListenPort, the peer from its lease
+    (endpoint PublicIP:Port, allowed IPs its subnet), <subnet>.0/32, MTU 1420, up, a route
+    for the network."""
+    key = host.workdir / "go.key"
+    key.write_text(private)
+    lease = lab.leases()[f"{peer.subnet.network_address}-24"]
+    data = lease["BackendData"]
+    lab.exec(host.ns, "wg", "set", "flannel-wg", "private-key", str(key), "listen-port",
+             str(PORT), "peer", data["PublicKey"], "endpoint",
+             f"{lease['PublicIP']}:{data['Port']}", "allowed-ips", str(peer.subnet))
+    lab.exec(host.ns, "ip", "addr", "replace", f"{GO_SUBNET.network_address}/32", "dev",
+             "flannel-wg")
+    lab.exec(host.ns, "ip", "link", "set", "flannel-wg", "mtu", "1420", "up")
+    lab.exec(host.ns, "ip", "route", "replace", "10.5.0.0/16", "dev", "flannel-wg")
+
+
+def test_a_wireguard_go_node_configured_as_go_flannel_does(lab: Lab) -> None:
+    [ours] = start_hosts(lab, 1)
+    go = lab.add_host()
+    write_atomic(go.subnet_file, format_subnet_env(IPv4Network("10.5.0.0/16"), GO_SUBNET,
+                                                   1420, False))
+    lab.add_container(go)
+    private, public = wg_keys()
+    with wireguard_go(lab, go):
+        configure_as_flannel(lab, go, private, ours)
+        put_go_lease(lab, go, public)
+        wait_for("c1 -> the wireguard-go node's container",
+                 partial(lab.can_reach, ours, go.container_ip))
+        wait_for("the wireguard-go node's container -> c1",
+                 partial(lab.can_reach, go, ours.container_ip))
+        transfer(lab, ours, go)
+        transfer(lab, go, ours)
+        shown = lab.exec(go.ns, "wg", "show", "flannel-wg", "latest-handshakes").stdout
+        assert public_key(lab, ours) in shown
+        # the wireguard-go node's key changes: a new lease value, and we follow it
+        private, public = wg_keys()
+        configure_as_flannel(lab, go, private, ours)
+        put_go_lease(lab, go, public)
+        wait_for("our daemon to take the new key",
+                 lambda: f"public_key={public}" in ours.log_file.read_text())
+        wait_for("c1 -> the wireguard-go node, new key",
+                 partial(lab.can_reach, ours, go.container_ip))
+        transfer(lab, go, ours)
+    counters = lab.counters(ours)
+    assert counters["drop_decrypt_failed"] == 0 and counters["peers"] == 1
+    no_secret_anywhere(lab, ours)
