@@ -511,38 +511,15 @@ class Device:
 
     def receive(self, datagram: Buffer,
                 src: Address) -> tuple[list[tuple[Address, bytes]], list[bytes]]:
-        """One UDP datagram from `src` -> (datagrams to send, IP packets for the TUN)."""
-        n = len(datagram)
-        if n >= wire.TRANSPORT_MIN_LEN:
-            kind, index, counter = _TRANSPORT_WORDS.unpack_from(datagram)
-            if kind == 4:  # type 4, reserved zero: transport data, the hot path
-                return self._transport(datagram, index, counter,
-                                       src if len(src) == 2 else (src[0], src[1]))
-        if n < 4:
-            self.drops[WGDrop.RUNT] += 1
-            return [], []
-        kind = datagram[0]
-        try:
-            mtype = wire.message_type(datagram)
-        except DecodeError:
-            self.drops[WGDrop.UNKNOWN_TYPE if kind not in (1, 2, 3, 4) or datagram[1]
-                       or datagram[2] or datagram[3] else WGDrop.BAD_LENGTH] += 1
-            return [], []
-        data = bytes(datagram)
-        addr = (src[0], src[1])
-        if mtype is wire.MessageType.COOKIE_REPLY:
-            self._cookie_reply(data)
-            return [], []
-        out: list[tuple[Address, bytes]] = []
-        if not self._check_macs(data, mtype, addr, out):
-            return out, []
-        if mtype is wire.MessageType.INITIATION:
-            self._initiation(data, addr, out)
-            return out, []
-        return out, self._response(data, addr, out)
-
-    def _transport(self, datagram: Buffer, index: int, counter: int,
-                   src: Address) -> tuple[list[tuple[Address, bytes]], list[bytes]]:
+        """One UDP datagram from `src` -> (datagrams to send, IP packets for the TUN).
+        Transport data, the hot path, is opened here; everything else in _control()."""
+        if len(datagram) < wire.TRANSPORT_MIN_LEN:
+            return self._control(datagram, src)
+        kind, index, counter = _TRANSPORT_WORDS.unpack_from(datagram)
+        if kind != 4:  # type 4 with its reserved bytes zero: transport data
+            return self._control(datagram, src)
+        if len(src) != 2:
+            src = (src[0], src[1])
         kp = self._sessions.get(index)
         if kp is None:
             self.drops[WGDrop.UNKNOWN_INDEX] += 1
@@ -609,6 +586,35 @@ class Device:
         self.packets_in += 1
         self.bytes_in += size
         return out, [plain if size == length else plain[:size]]
+
+    def _control(self, datagram: Buffer,
+                 src: Address) -> tuple[list[tuple[Address, bytes]], list[bytes]]:
+        """Handshake messages, cookie replies, and what is dropped for type or length."""
+        n = len(datagram)
+        if n < 4:
+            self.drops[WGDrop.RUNT] += 1
+            return [], []
+        kind = datagram[0]
+        try:
+            mtype = wire.message_type(datagram)
+        except DecodeError:
+            self.drops[WGDrop.UNKNOWN_TYPE if kind not in (1, 2, 3, 4) or datagram[1]
+                       or datagram[2] or datagram[3] else WGDrop.BAD_LENGTH] += 1
+            return [], []
+        if mtype is wire.MessageType.TRANSPORT:  # not reached: the hot path took it
+            return [], []
+        data = bytes(datagram)
+        addr = (src[0], src[1])
+        if mtype is wire.MessageType.COOKIE_REPLY:
+            self._cookie_reply(data)
+            return [], []
+        out: list[tuple[Address, bytes]] = []
+        if not self._check_macs(data, mtype, addr, out):
+            return out, []
+        if mtype is wire.MessageType.INITIATION:
+            self._initiation(data, addr, out)
+            return out, []
+        return out, self._response(data, addr, out)
 
     # -- timers ------------------------------------------------------------------------
 

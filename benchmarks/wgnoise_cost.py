@@ -1,9 +1,14 @@
 """What one WireGuard transport packet costs in backends/_wgnoise.py: microseconds per
 1420-byte IP packet for Device.send (encrypt) and Device.receive (decrypt), next to the bare
 ChaCha20-Poly1305 call each makes, so the Python overhead is the difference. No I/O: two
-Devices in one process, a fake clock.
+Devices in one process, a fake clock. Every packet and datagram is a buffer of its own (as
+from a TUN or a socket), for the bare AEAD calls too: one buffer used over and over would
+sit in the CPU cache and flatter the numbers.
 
-    python -m benchmarks.wgnoise_cost [--packets N] [--size BYTES] [--batch N] [--json]
+    python -m benchmarks.wgnoise_cost [--packets N] [--size BYTES] [--batch N] [--mtu N] [--json]
+
+With the default --mtu 1420 (flannel's wireguard MTU), a 1420-byte packet needs no padding
+(padding stops at the MTU, as in wireguard-go); --mtu 0 pads it to 1424, one copy more.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ B_ADDR = ("192.0.2.2", 51820)
 _NONCE = struct.Struct("<4xQ")
 
 
-def ipv4_packet(size: int) -> bytes:
+def ipv4_packet(size: int, fill: int = 0) -> bytes:
     header = struct.pack(">BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, 6, 0,
                          bytes([10, 0, 1, 1]), bytes([10, 0, 2, 1]))
-    return header + bytes(size - len(header))
+    return header + bytes([fill & 0xFF]) * (size - len(header))
 
 
 def best_of(runs: int, fn: Callable[[], int]) -> float:
@@ -42,13 +47,13 @@ def best_of(runs: int, fn: Callable[[], int]) -> float:
     return best
 
 
-def connected_pair(limits_rekey: int) -> tuple[Device, Device]:
+def connected_pair(limits_rekey: int, mtu: int = 0) -> tuple[Device, Device]:
     from backends._wgnoise import Limits
 
     now = [1000.0]
     limits = Limits(rekey_after_messages=limits_rekey)
-    a = Device(bytes([1]) * 32, clock=lambda: now[0], limits=limits)
-    b = Device(bytes([2]) * 32, clock=lambda: now[0], limits=limits)
+    a = Device(bytes([1]) * 32, clock=lambda: now[0], limits=limits, mtu=mtu)
+    b = Device(bytes([2]) * 32, clock=lambda: now[0], limits=limits, mtu=mtu)
     a.set_peer(b.public_key, endpoint=B_ADDR, allowed_ips=[ip_network("10.0.2.0/24")])
     b.set_peer(a.public_key, endpoint=A_ADDR, allowed_ips=[ip_network("10.0.1.0/24")])
     first = [d for _, ds in a.send([ipv4_packet(60)]) for d in ds]
@@ -59,37 +64,38 @@ def connected_pair(limits_rekey: int) -> tuple[Device, Device]:
     return a, b
 
 
-def measure(packets: int, size: int, batch: int, runs: int = 7) -> dict[str, Any]:
-    a, b = connected_pair(2**60)
-    packet = ipv4_packet(size)
-    padded = packet + bytes(-size & 15)
-    aead = ChaCha20Poly1305(bytes(32))
-    sealed = aead.encrypt(_NONCE.pack(1), padded, None)
-    frame = bytes(16) + sealed
-    view = memoryview(frame)
+def measure(packets: int, size: int, batch: int, mtu: int = 1420,
+            runs: int = 7) -> dict[str, Any]:
+    a, b = connected_pair(2**60, mtu)
     batches = max(1, packets // batch)
-    burst = [packet] * batch
+    total = batches * batch
+    plain = [ipv4_packet(size, i) for i in range(total)]
+    pad = bytes(max(0, min(-size & 15, mtu - size)) if mtu else -size & 15)
+    padded = [p + pad for p in plain]
+    aead = ChaCha20Poly1305(bytes(32))
+    frames = [bytes(16) + aead.encrypt(_NONCE.pack(i), p, None) for i, p in enumerate(padded)]
+    bursts = [plain[i:i + batch] for i in range(0, total, batch)]
 
     def crypto_encrypt() -> int:
         enc, pack = aead.encrypt, _NONCE.pack
-        for i in range(batches * batch):
-            enc(pack(i), padded, None)
-        return batches * batch
+        for i, p in enumerate(padded):
+            enc(pack(i), p, None)
+        return total
 
     def crypto_decrypt() -> int:
         dec, pack = aead.decrypt, _NONCE.pack
-        for _ in range(batches * batch):
-            dec(pack(1), view[16:], None)
-        return batches * batch
+        for i, f in enumerate(frames):
+            dec(pack(i), memoryview(f)[16:], None)
+        return total
 
     datagrams: list[bytes] = []
 
     def send() -> int:
         datagrams.clear()
-        for _ in range(batches):
+        for burst in bursts:
             for _, ds in a.send(burst):
                 datagrams.extend(ds)
-        return batches * batch
+        return total
 
     def receive() -> int:
         rx = b.receive
@@ -113,7 +119,7 @@ def measure(packets: int, size: int, batch: int, runs: int = 7) -> dict[str, Any
     for row in rows.values():
         row["overhead_us"] = row["total_us"] - row["crypto_us"]
         row["gbit_s"] = size * 8 / (row["total_us"] * 1e-6) / 1e9
-    return {"packet_bytes": size, "packets": batches * batch, "batch": batch,
+    return {"packet_bytes": size, "mtu": mtu, "packets": total, "batch": batch,
             "python": sys.version.split()[0], "rows": rows}
 
 
@@ -122,16 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--size", type=int, default=1420)
     parser.add_argument("--batch", type=int, default=64, help="packets per Device.send call")
+    parser.add_argument("--mtu", type=int, default=1420, help="0: pad every packet to 16")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not 20 <= args.size <= 65535:
         parser.error("--size must be 20..65535 (an IPv4 packet)")
-    result = measure(args.packets, args.size, args.batch)
+    result = measure(args.packets, args.size, args.batch, args.mtu)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"WireGuard transport cost per {args.size}-byte packet "
-          f"({result['packets']} packets, send batches of {args.batch}, Python "
+          f"(MTU {args.mtu}, {result['packets']} packets, send batches of {args.batch}, Python "
           f"{result['python']}, one core)")
     print(f"{'':10}{'total µs':>10}{'AEAD µs':>10}{'Python µs':>11}{'Gbit/s':>9}")
     for name, row in result["rows"].items():
