@@ -21,8 +21,20 @@ inner IP packets (out = from the TUN, sent encrypted; in = decrypted, written to
 PeerStatus.rx_bytes/tx_bytes are wire bytes (UDP payloads), as `wg show` reports them.
 
 Additions to the agreed interface (nothing renamed): Device(..., mtu=0) caps the padding at
-the MTU as wireguard-go does; Limits has queue_len (packets held per peer while waiting for
-a handshake) and the message limits have the whitepaper's values as defaults.
+the MTU as wireguard-go does (pass the TUN's MTU: a full-size packet then needs no padding
+copy); Limits has queue_len (packets held per peer while waiting for a handshake) and the
+message limits have the whitepaper's values as defaults; peer_for(packet) names the peer
+an IP packet would go to; PeerStatus.has_session.
+
+For the shell:
+- send() puts handshake initiations in groups of their own, before the data groups; a data
+  group holds one peer's datagrams in order, all the same size for same-size packets (so
+  UDP GSO can take a run of them; only the last of a GSO send may be shorter).
+- Buffers handed in are not kept: send() copies what it queues, receive() keeps nothing of
+  the datagram; both may reuse their buffers as soon as the call returns.
+- set_peer(endpoint=None) keeps an endpoint the peer was already at (learned by roaming).
+- next_deadline() is None with no timer armed; keypair expiry is checked on use, so a
+  tick every second or so is still wanted.
 """
 
 from __future__ import annotations

@@ -673,3 +673,36 @@ def test_networks_types_accepted() -> None:
     nets: list[IPv4Network | IPv6Network] = [IPv4Network("10.1.0.0/16"), IPv6Network("fd00::/8")]
     Device(bytes(range(32))).set_peer(public_key_of(b"\x05" * 32), endpoint=None,
                                       allowed_ips=nets)
+
+
+def test_next_deadline_and_tick_when_idle() -> None:
+    pair = make_pair()
+    assert pair.a.next_deadline() is None and pair.a.tick() == []
+    connect(pair)
+    deadline = pair.a.next_deadline()
+    assert deadline is not None and pair.clock.now < deadline <= pair.clock.now + 15
+
+
+def test_a_cookie_goes_stale_after_cookie_refresh_time() -> None:
+    pair = make_pair(Limits(cookie_refresh_time=30))
+    pair.b.under_load = True
+    init = flat(pair.a.send([ipv4("10.0.1.1", "10.0.2.1")]))
+    replies, _ = pair.b.receive(init[0][1], A_ADDR)
+    pair.a.receive(replies[0][1], B_ADDR)
+    peer = pair.a._peers[pair.b.public_key]
+    assert pair.a._make_initiation(peer, pair.clock.now)[132:] != bytes(16)
+    pair.clock.advance(31)
+    assert pair.a._make_initiation(peer, pair.clock.now)[132:] == bytes(16)
+
+
+def test_under_load_responses_need_mac2_too() -> None:
+    pair = make_pair()
+    init = flat(pair.a.send([ipv4("10.0.1.1", "10.0.2.1")]))
+    replies, _ = pair.b.receive(init[0][1], A_ADDR)
+    pair.a.under_load = True
+    cookie, _ = pair.a.receive(replies[0][1], B_ADDR)
+    assert [len(c) for _, c in cookie] == [64]
+    assert pair.a.drops == {WGDrop.COOKIE_REQUIRED: 1}
+    # b takes the cookie for its response (found by the response's sender index)
+    assert pair.b.receive(cookie[0][1], A_ADDR) == ([], [])
+    assert pair.b.drops == {} and pair.b._peers[pair.a.public_key].cookie is not None
