@@ -706,3 +706,23 @@ def test_under_load_responses_need_mac2_too() -> None:
     # b takes the cookie for its response (found by the response's sender index)
     assert pair.b.receive(cookie[0][1], A_ADDR) == ([], [])
     assert pair.b.drops == {} and pair.b._peers[pair.a.public_key].cookie is not None
+
+
+def test_buffers_are_not_kept() -> None:
+    """The shell reuses its read buffers: a queued packet is a copy, a datagram is opened
+    during the call."""
+    pair = make_pair()
+    buf = bytearray(ipv4("10.0.1.1", "10.0.2.1", b"q" * 60))
+    out = pair.a.send([memoryview(buf)])
+    buf[30:40] = b"\xff" * 10  # the shell's next read lands in the same buffer
+    assert pair.to_b(flat(out)) == [ipv4("10.0.1.1", "10.0.2.1", b"q" * 60)]
+    rx = bytearray(flat(pair.a.send([memoryview(bytearray(ipv4("10.0.1.1", "10.0.2.1")))]))[0][1])
+    _, packets = pair.b.receive(memoryview(rx), A_ADDR)
+    rx[:] = bytes(len(rx))
+    assert packets == [ipv4("10.0.1.1", "10.0.2.1")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=8))
+def test_send_never_raises(packets: list[bytes]) -> None:
+    FUZZ_PAIR.a.send([memoryview(p) if i % 2 else p for i, p in enumerate(packets)])
