@@ -99,6 +99,7 @@ class UserspaceWireGuard:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
+        self._timer_at = 0.0  # when run() next looks at the timers (loop time)
         self.vnet_hdr = self.gso = self.gro = False
         self._vnet_in = bytearray(VNET_HDR_LEN)
         self._stage = bytearray(STAGE_SLOTS * BUFFER_SIZE)
@@ -146,7 +147,7 @@ class UserspaceWireGuard:
         self.device.set_peer(peer.public_key, endpoint=peer.endpoint,
                              allowed_ips=list(allowed_ips), psk=self.config.psk,
                              keepalive=float(self.config.keepalive_s))
-        self._wake.set()  # a keepalive timer may now be due sooner
+        self._timers_changed()  # a keepalive timer may now be due sooner
 
     async def remove_peer(self, public_key: bytes) -> None:
         self.device.remove_peer(public_key)
@@ -213,7 +214,12 @@ class UserspaceWireGuard:
     def _encrypt(self, packets: list[memoryview]) -> None:
         for addr, datagrams in self.device.send(packets):
             self._send_group(addr, datagrams)
-        if self.device.next_deadline() is not None:
+        self._timers_changed()
+
+    def _timers_changed(self) -> None:
+        """Wake run() if the Device now has a timer due before run() would look."""
+        deadline = self.device.next_deadline()
+        if deadline is not None and deadline < self._timer_at:
             self._wake.set()
 
     def _send_group(self, addr: Address, datagrams: list[bytes]) -> None:
@@ -308,7 +314,7 @@ class UserspaceWireGuard:
                     if self._plain_bytes >= JOIN_BYTES:
                         self._deliver()
                 if replies:
-                    self._wake.set()
+                    self._timers_changed()
         device.under_load = initiations >= LOAD_INITIATIONS
         if self._plain:
             self._deliver()
@@ -399,6 +405,7 @@ class UserspaceWireGuard:
                     raise lost
             deadline = device.next_deadline()
             wait = TIMER_MAX_S if deadline is None else min(TIMER_MAX_S, deadline - now)
+            self._timer_at = now + wait
             self._wake.clear()
             if wait > 0:
                 try:
