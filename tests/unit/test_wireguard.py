@@ -263,3 +263,27 @@ def test_plan_shared_key_kept_until_last_lease() -> None:
     assert plan.allowed_ips(KEY_A) == [IPv4Network("10.5.2.0/24"), IPv4Network("10.5.3.0/24")]
     assert plan.apply([removed(one)]) == [Change(peer=peer_of(two, 51820))]
     assert plan.apply([removed(two)]) == [Change(remove=KEY_A)]
+
+
+# -- this node's override --------------------------------------------------------------
+
+def test_wireguard_dataplane_flag_overrides_the_config() -> None:
+    import dataclasses
+
+    from flanneld.cli import UsageError, parse_args
+    from flanneld.daemon import with_node_overrides
+    from flanneld.options import Options
+
+    assert parse_args(["-wireguard-dataplane=userspace"], {}).wireguard_dataplane == \
+        "userspace"
+    with pytest.raises(UsageError, match="must be auto, kernel or userspace"):
+        parse_args(["-wireguard-dataplane=dpdk"], {})
+    config = parse_network_config('{"Network": "10.5.0.0/16", "Backend": '
+                                  '{"Type": "wireguard", "dataplane": "kernel"}}')
+    options = dataclasses.replace(Options(), wireguard_dataplane="userspace", offload="off")
+    changed = with_node_overrides(config, options)
+    parsed = WireGuardConfig.from_spec(changed.backend)
+    assert (parsed.dataplane, parsed.offload) == ("userspace", False)
+    vxlan = parse_network_config('{"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}')
+    assert with_node_overrides(vxlan, dataclasses.replace(
+        Options(), wireguard_dataplane="userspace")) is vxlan
