@@ -287,3 +287,16 @@ def test_wireguard_dataplane_flag_overrides_the_config() -> None:
     vxlan = parse_network_config('{"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}')
     assert with_node_overrides(vxlan, dataclasses.replace(
         Options(), wireguard_dataplane="userspace")) is vxlan
+
+
+def test_enable_ipv6_is_refused_in_one_line() -> None:
+    from backends._base import BackendContext, ExternalInterface
+    from backends.wireguard import WireGuardBackend
+
+    network = parse_network_config('{"Network": "10.5.0.0/16", "EnableIPv6": true, '
+                                   '"IPv6Network": "fc00:5::/48", '
+                                   '"Backend": {"Type": "wireguard"}}')
+    iface = ExternalInterface("eth0", 2, IPv4Address("192.0.2.1"), IPv4Address("192.0.2.1"),
+                              1500)
+    with pytest.raises(ConfigError, match="EnableIPv6 is not supported yet"):
+        WireGuardBackend(BackendContext(network, iface))
