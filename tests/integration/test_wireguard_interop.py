@@ -9,7 +9,8 @@ Checked: it initiates and we answer; pings; a SHA-256-checked TCP transfer each 
 side rekeying (shortened Limits) in the middle; real datagrams replayed, forged and
 bit-flipped at our port are counted by reason and never reach the TUN; wireguard-go's key
 changes, we set the new key, we initiate and traffic flows again; under load our cookie
-reply makes wireguard-go come back with a mac2 we accept.
+reply makes wireguard-go come back with a mac2 we accept; pings keep flowing across our
+sessions' expiry and time-based rekeys.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ PORT = 51820
 OURS, THEIRS = "192.0.2.1", "192.0.2.2"  # underlay
 OUR_TUN_IP, THEIR_TUN_IP = "10.9.0.1", "10.9.0.2"
 TUN_NAME = "wgpy0"
-LIMITS = {"rekey_after_messages": 1500}  # a rekey or two inside each transfer
+# a rekey or two inside each transfer; sessions rekeyed after 4 s and dead after 20 s
+LIMITS = {"rekey_after_messages": 1500, "rekey_after_time": 4.0, "reject_after_time": 20.0}
 TRANSFER_BYTES = 4 * 1024 * 1024
 
 pytestmark = pytest.mark.integration
@@ -386,8 +388,20 @@ def test_wireguard_go_interop(pair: Pair) -> None:
     assert s["counters"]["cookie_replies_sent"] > before["cookie_replies_sent"]
     assert s["drops"].get("COOKIE_REQUIRED", 0) >= 1
     assert s["counters"]["handshakes_completed"] > before["handshakes_completed"]
+
+    # 6. 25 s of pings across REJECT_AFTER_TIME (20 s here): our session expires, we
+    # initiate, then rekey on time (4 s) as the initiator; the pings keep getting through
+    before = p.ask()["counters"]
+    pings = in_ns(p.us, "ping", "-c", "100", "-i", "0.25", "-W", "1", THEIR_TUN_IP,
+                  check=False, timeout=60).stdout.decode()
+    received = int(pings.split(" received")[0].rsplit(" ", 1)[-1])
+    assert received >= 90, pings[-300:]
+    s = p.ask()
+    assert s["counters"]["handshakes_sent"] >= before["handshakes_sent"] + 2, s["counters"]
+    assert s["counters"]["rekeys"] > before["rekeys"]
     final = p.ask()
-    print("our side:", json.dumps(final["counters"]), json.dumps(final["drops"]))
+    print(f"pings across expiry: {received}/100;", "our side:", json.dumps(final["counters"]),
+          json.dumps(final["drops"]))
 
 
 if __name__ == "__main__":
