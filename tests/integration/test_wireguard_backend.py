@@ -30,6 +30,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from flanneld.files import write_atomic
 from flanneld.lab import Host, Lab, wait_for
 from flanneld.subnet_env import format_subnet_env
@@ -291,32 +293,41 @@ def wireguard_go(lab: Lab, host: Host) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def configure_as_flannel(lab: Lab, host: Host, private: str, peer: Host) -> None:
+def configure_as_flannel(lab: Lab, host: Host, private: str, peer: Host,
+                         psk: str | None) -> None:
     """What Go flannel does to flannel-wg: key and ListenPort, the peer from its lease
-    (endpoint PublicIP:Port, allowed IPs its subnet), <subnet>.0/32, MTU 1420, up, a route
-    for the network."""
+    (endpoint PublicIP:Port, allowed IPs its subnet, the PSK), <subnet>.0/32, MTU 1420, up,
+    a route for the network."""
     key = host.workdir / "go.key"
     key.write_text(private)
     lease = lab.leases()[f"{peer.subnet.network_address}-24"]
     data = lease["BackendData"]
+    extra: list[str] = []
+    if psk is not None:
+        (host.workdir / "go.psk").write_text(psk)
+        extra = ["preshared-key", str(host.workdir / "go.psk")]
     lab.exec(host.ns, "wg", "set", "flannel-wg", "private-key", str(key), "listen-port",
              str(PORT), "peer", data["PublicKey"], "endpoint",
-             f"{lease['PublicIP']}:{data['Port']}", "allowed-ips", str(peer.subnet))
+             f"{lease['PublicIP']}:{data['Port']}", "allowed-ips", str(peer.subnet), *extra)
     lab.exec(host.ns, "ip", "addr", "replace", f"{GO_SUBNET.network_address}/32", "dev",
              "flannel-wg")
     lab.exec(host.ns, "ip", "link", "set", "flannel-wg", "mtu", "1420", "up")
     lab.exec(host.ns, "ip", "route", "replace", "10.5.0.0/16", "dev", "flannel-wg")
 
 
-def test_a_wireguard_go_node_configured_as_go_flannel_does(lab: Lab) -> None:
-    [ours] = start_hosts(lab, 1)
+@pytest.mark.parametrize("with_psk", [False, True], ids=["no-psk", "psk"])
+def test_a_wireguard_go_node_configured_as_go_flannel_does(lab: Lab, with_psk: bool) -> None:
+    psk = subprocess.run(["wg", "genpsk"], capture_output=True, text=True,
+                         check=True).stdout.strip() if with_psk else None
+    backend: dict[str, Any] = {"Type": "wireguard", **({"PSK": psk} if psk else {})}
+    [ours] = start_hosts(lab, 1, {"Network": "10.5.0.0/16", "Backend": backend})
     go = lab.add_host()
     write_atomic(go.subnet_file, format_subnet_env(IPv4Network("10.5.0.0/16"), GO_SUBNET,
                                                    1420, False))
     lab.add_container(go)
     private, public = wg_keys()
     with wireguard_go(lab, go):
-        configure_as_flannel(lab, go, private, ours)
+        configure_as_flannel(lab, go, private, ours, psk)
         put_go_lease(lab, go, public)
         wait_for("c1 -> the wireguard-go node's container",
                  partial(lab.can_reach, ours, go.container_ip))
@@ -328,7 +339,7 @@ def test_a_wireguard_go_node_configured_as_go_flannel_does(lab: Lab) -> None:
         assert public_key(lab, ours) in shown
         # the wireguard-go node's key changes: a new lease value, and we follow it
         private, public = wg_keys()
-        configure_as_flannel(lab, go, private, ours)
+        configure_as_flannel(lab, go, private, ours, psk)
         put_go_lease(lab, go, public)
         wait_for("our daemon to take the new key",
                  lambda: f"public_key={public}" in ours.log_file.read_text())
