@@ -14,8 +14,9 @@ import asyncio
 import base64
 import errno
 import logging
+import socket
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Any
 
 from lease.errors import BackendError
@@ -23,7 +24,7 @@ from lease.model import Lease
 
 from ._bulk import RTPROT_FLANNEL
 from ._netlink import Netlink, watch_device
-from .wireguard import DEVICE, NoKernelWireGuard, Peer
+from .wireguard import DEVICE, DEVICE_V6, NoKernelWireGuard, Peer
 
 if TYPE_CHECKING:
     from lease.config import NetworkConfig
@@ -47,7 +48,7 @@ def device_request(private_key: bytes, listen_port: int) -> dict[str, Any]:
     return {"private_key": _b64(private_key), "listen_port": listen_port}
 
 
-def peer_request(peer: Peer, allowed_ips: Sequence[IPv4Network], psk: bytes | None,
+def peer_request(peer: Peer, allowed_ips: Sequence[IPv4Network | IPv6Network], psk: bytes | None,
                  keepalive_s: int) -> dict[str, Any]:
     """One peer added or updated: endpoint, allowed IPs replaced, PSK, keepalive."""
     request: dict[str, Any] = {
@@ -68,13 +69,17 @@ def removal_request(public_key: bytes) -> dict[str, Any]:
 
 
 class KernelWireGuard:
-    """`flannel-wg` as a kernel device."""
+    """`flannel-wg` (or, `ipv6`, `flannel-wg-v6`) as a kernel device."""
 
     name = "kernel"
 
     def __init__(self, config: WireGuardConfig, iface: ExternalInterface,
-                 network: NetworkConfig, private_key: bytes, mtu: int) -> None:
+                 network: NetworkConfig, private_key: bytes, mtu: int,
+                 ipv6: bool = False) -> None:
         self.config, self._iface, self._network = config, iface, network
+        self.ipv6 = ipv6
+        self.device_name = DEVICE_V6 if ipv6 else DEVICE
+        self.port = config.listen_port_v6 if ipv6 else config.listen_port
         self._private_key, self.mtu = private_key, mtu
         self._netlink = Netlink()
         self.index = 0
@@ -86,20 +91,29 @@ class KernelWireGuard:
             from pyroute2 import WireGuard
 
             with WireGuard() as wg:
-                wg.set(DEVICE, **request)
+                wg.set(name, **request)
+
+        name = self.device_name
 
         await asyncio.to_thread(send)
 
-    async def start(self, lease: Lease, peers: Sequence[tuple[Peer, list[IPv4Network]]]) \
-            -> None:
-        mtu, network = self.mtu, self._network.network
+    async def start(self, lease: Lease) -> None:
+        mtu, name = self.mtu, self.device_name
+        if self.ipv6:
+            assert lease.ipv6_subnet is not None and self._network.ipv6_network is not None
+            network: IPv4Network | IPv6Network = self._network.ipv6_network
+            address, prefixlen = str(lease.ipv6_subnet.network_address), 128
+        else:
+            network, address, prefixlen = self._network.network, \
+                str(lease.subnet.network_address), 32
+        family = socket.AF_INET6 if self.ipv6 else socket.AF_INET
 
         async def make(ipr: Any) -> int:
-            found = await ipr.link_lookup(ifname=DEVICE)
+            found = await ipr.link_lookup(ifname=name)
             if found:  # as flannel: an existing device is recreated
                 await ipr.link("del", index=found[0])
-            await ipr.link("add", ifname=DEVICE, kind="wireguard")
-            index = int((await ipr.link_lookup(ifname=DEVICE))[0])
+            await ipr.link("add", ifname=name, kind="wireguard")
+            index = int((await ipr.link_lookup(ifname=name))[0])
             await ipr.link("set", index=index, mtu=mtu)
             return index
 
@@ -108,32 +122,31 @@ class KernelWireGuard:
         except Exception as exc:  # pyroute2's NetlinkError
             code = getattr(exc, "code", None)
             if code in NO_KIND or "wireguard" in str(exc).lower():
-                raise NoKernelWireGuard(f"ip link add {DEVICE} type wireguard: "
+                raise NoKernelWireGuard(f"ip link add {name} type wireguard: "
                                         f"{_reason(exc)}") from None
-            raise BackendError(f"wireguard: creating {DEVICE}: {_reason(exc)}") from None
+            raise BackendError(f"wireguard: creating {name}: {_reason(exc)}") from None
         try:
-            await self._wg(**device_request(self._private_key, self.config.listen_port))
+            await self._wg(**device_request(self._private_key, self.port))
         except Exception as exc:
-            raise BackendError(f"wireguard: configuring {DEVICE}: {_reason(exc)}") from None
+            raise BackendError(f"wireguard: configuring {name}: {_reason(exc)}") from None
         self._private_key = b""
-        address = str(lease.subnet.network_address)
 
         async def address_and_route(ipr: Any) -> None:
-            await ipr.addr("replace", index=self.index, address=address, prefixlen=32)
+            await ipr.addr("replace", index=self.index, address=address, prefixlen=prefixlen,
+                           family=family)
             await ipr.link("set", index=self.index, state="up")
-            await ipr.route("replace", dst=str(network), oif=self.index,
+            await ipr.route("replace", dst=str(network), oif=self.index, family=family,
                             proto=RTPROT_FLANNEL, scope=253)  # RT_SCOPE_LINK
 
         try:
             await self._netlink.call(address_and_route)
         except Exception as exc:
-            raise BackendError(f"wireguard: configuring {DEVICE}: {_reason(exc)}") from None
-        for peer, allowed in peers:
-            await self.set_peer(peer, allowed)
-        log.info("wireguard backend ready dataplane=kernel device=%s address=%s/32 mtu=%d "
-                 "port=%d", DEVICE, address, mtu, self.config.listen_port)
+            raise BackendError(f"wireguard: configuring {name}: {_reason(exc)}") from None
+        log.info("wireguard backend ready dataplane=kernel device=%s address=%s/%d mtu=%d "
+                 "port=%d", name, address, prefixlen, mtu, self.port)
 
-    async def set_peer(self, peer: Peer, allowed_ips: list[IPv4Network]) -> None:
+    async def set_peer(self, peer: Peer, allowed_ips: list[IPv4Network | IPv6Network]) \
+            -> None:
         try:
             await self._wg(peer=peer_request(peer, allowed_ips, self.config.psk,
                                              self.config.keepalive_s))
@@ -151,7 +164,7 @@ class KernelWireGuard:
             log.error("wireguard: removing a peer: %s", _reason(exc))
 
     async def run(self) -> None:
-        await watch_device(DEVICE, self.index)
+        await watch_device(self.device_name, self.index)
 
     def counters(self) -> Mapping[str, int]:
         return {"netlink_errors": self._errors}

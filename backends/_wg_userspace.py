@@ -19,19 +19,20 @@ counted drop; every datagram the Device refuses is counted by WGDrop reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import socket
 import struct
 import sys
-from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Network
+from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Any, Final
 
 from lease.errors import BackendError
 from lease.model import Lease
-from tun.device import TunDevice, configure_tun
+from tun.device import TunDevice, configure_tun, set_sysctl
 from tun.offload import (
     GSO_ECN,
     GSO_NONE,
@@ -54,6 +55,7 @@ from ._datapath import (
     MAX_BURST,
     MIN_JOIN,
     SMALL,
+    SOCKET_BUFFER,
     SOL_UDP,
     UDP_GRO,
     UDP_SEGMENT,
@@ -63,7 +65,7 @@ from ._datapath import (
 )
 from ._netlink import Netlink, device_lost
 from ._wgnoise import Device, Limits, WGDrop
-from .wireguard import DEVICE, Peer
+from .wireguard import DEVICE, DEVICE_V6, Peer
 
 if TYPE_CHECKING:
     from lease.config import NetworkConfig
@@ -91,8 +93,11 @@ class UserspaceWireGuard:
 
     def __init__(self, config: WireGuardConfig, iface: ExternalInterface,
                  network: NetworkConfig, private_key: bytes, mtu: int,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, ipv6: bool = False) -> None:
         self.config, self._iface, self._network, self.mtu = config, iface, network, mtu
+        self.ipv6 = ipv6
+        self.device_name = DEVICE_V6 if ipv6 else DEVICE
+        self.port = config.listen_port_v6 if ipv6 else config.listen_port
         self.device = Device(private_key, limits=limits or Limits(), mtu=mtu)
         self._netlink = Netlink()
         self._tun: TunDevice | None = None
@@ -120,30 +125,37 @@ class UserspaceWireGuard:
 
     # -- set-up ----------------------------------------------------------------------------
 
-    async def start(self, lease: Lease, peers: Sequence[tuple[Peer, list[IPv4Network]]]) \
-            -> None:
-        config = self.config
+    async def start(self, lease: Lease) -> None:
+        config, iface = self.config, self._iface
+        local = iface.address6 if self.ipv6 else iface.address
         try:
-            self._sock = open_udp_socket(str(self._iface.address), config.listen_port)
+            self._sock = _open_socket(str(local), self.port, self.ipv6)
         except OSError as exc:
-            raise BackendError(f"wireguard: cannot bind {self._iface.address}:"
-                               f"{config.listen_port}: {exc.strerror}") from None
-        self._tun = TunDevice.open(DEVICE, offload=config.offload)
+            where = f"[{local}]" if self.ipv6 else str(local)
+            raise BackendError(f"wireguard: cannot bind {where}:{self.port}: "
+                               f"{exc.strerror}") from None
+        self._tun = TunDevice.open(self.device_name, offload=config.offload)
         self.vnet_hdr = self._tun.vnet_hdr
-        await configure_tun(self._netlink, self._tun.name, lease.subnet.network_address,
-                            self.mtu, self._network.network, RTPROT_FLANNEL)
+        if self.ipv6:
+            assert lease.ipv6_subnet is not None and self._network.ipv6_network is not None
+            await configure_tun6(self._netlink, self._tun.name, lease.ipv6_subnet,
+                                 self.mtu, self._network.ipv6_network)
+            address = f"{lease.ipv6_subnet.network_address}/128"
+        else:
+            await configure_tun(self._netlink, self._tun.name, lease.subnet.network_address,
+                                self.mtu, self._network.network, RTPROT_FLANNEL)
+            address = f"{lease.subnet.network_address}/32"
         self.gso = config.offload and _enable(self._sock, "gso")
         self.gro = config.offload and _enable(self._sock, "gro")
-        for peer, allowed in peers:
-            await self.set_peer(peer, allowed)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._tun.fd, self._on_tun)
         self._loop.add_reader(self._sock.fileno(), self._on_net)
-        log.info("wireguard backend ready dataplane=userspace device=%s address=%s/32 mtu=%d "
-                 "port=%d gso=%s gro=%s tun_offload=%s", DEVICE, lease.subnet.network_address,
-                 self.mtu, config.listen_port, self.gso, self.gro, self.vnet_hdr)
+        log.info("wireguard backend ready dataplane=userspace device=%s address=%s mtu=%d "
+                 "port=%d gso=%s gro=%s tun_offload=%s", self.device_name, address,
+                 self.mtu, self.port, self.gso, self.gro, self.vnet_hdr)
 
-    async def set_peer(self, peer: Peer, allowed_ips: list[IPv4Network]) -> None:
+    async def set_peer(self, peer: Peer, allowed_ips: list[IPv4Network | IPv6Network]) \
+            -> None:
         self.device.set_peer(peer.public_key, endpoint=peer.endpoint,
                              allowed_ips=list(allowed_ips), psk=self.config.psk,
                              keepalive=float(self.config.keepalive_s))
@@ -298,7 +310,7 @@ class UserspaceWireGuard:
             if n > segment:
                 self.n["gro_batches"] += 1
                 self.n["gro_segments"] += -(-n // segment)
-            src = (addr[0], addr[1])
+            src = (addr[0], addr[1])  # (an IPv6 address has flow info and scope too)
             for start in range(0, n, segment or 1):
                 datagram = view[start:min(start + segment, n)] if segment else view[:0]
                 if datagram and datagram[0] == 1:
@@ -440,3 +452,49 @@ class UserspaceWireGuard:
         if self._tun is not None:
             self._tun.close()
         self._netlink.close()
+
+
+def _open_socket(address: str, port: int, ipv6: bool) -> socket.socket:
+    """The UDP socket: backends/_datapath.py's for IPv4; for IPv6 the same options on an
+    AF_INET6 socket (IPv6 only, bound to our address)."""
+    if not ipv6:
+        return open_udp_socket(address, port)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for option in (33, 32):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+async def configure_tun6(netlink: Netlink, name: str, subnet: IPv6Network, mtu: int,
+                         network: IPv6Network) -> int:
+    """flannel-wg-v6 as Go flannel configures it: MTU, up, `<subnet>::/128` and
+    `route <IPv6 network> dev <name>`; the link index."""
+
+    async def apply(ipr: Any) -> int:
+        found = await ipr.link_lookup(ifname=name)
+        if not found:
+            raise BackendError(f"TUN device {name} vanished")
+        index = int(found[0])
+        set_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "0")
+        set_sysctl(f"net/ipv6/conf/{name}/accept_ra", "0")
+        await ipr.link("set", index=index, mtu=mtu, state="up")
+        await ipr.addr("replace", index=index, address=str(subnet.network_address),
+                       prefixlen=128, family=socket.AF_INET6)
+        await ipr.route("replace", dst=str(network), oif=index, proto=RTPROT_FLANNEL,
+                        family=socket.AF_INET6)
+        return index
+
+    try:
+        return await netlink.call(apply)
+    except BackendError:
+        raise
+    except Exception as exc:  # pyroute2's NetlinkError and friends
+        raise BackendError(f"configuring {name}: {exc}") from None

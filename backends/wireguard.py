@@ -23,6 +23,7 @@ private key or a preshared key.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -200,7 +201,7 @@ class Peer:
 
     public_key: bytes
     endpoint: tuple[str, int]
-    subnet: IPv4Network
+    subnet: IPv4Network | IPv6Network
 
 
 def peer_of(lease: Lease, default_port: int) -> Peer:
@@ -219,12 +220,27 @@ def peer_of(lease: Lease, default_port: int) -> Peer:
     return Peer(key, (str(lease.attrs.public_ip), port or default_port), lease.subnet)
 
 
-def peer_of_v6(lease: Lease, default_port: int) -> tuple[bytes, IPv6Network] | None:
-    """The IPv6 side of a dual-stack lease (BackendV6Data's key, the IPv6 subnet), or None."""
-    if lease.ipv6_subnet is None or not lease.attrs.backend_v6_data:
-        return None
-    data = backend_v6_data(lease.attrs)
-    return decode_key(data.get("publickey"), "BackendV6Data.PublicKey"), lease.ipv6_subnet
+class NoIPv6Side(ValueError):
+    """A lease without an IPv6 subnet, PublicIPv6 or BackendV6Data (an IPv4-only peer)."""
+
+
+def peer_of_v6(lease: Lease, default_port: int) -> Peer:
+    """The IPv6 peer of a dual-stack lease (flannel-wg-v6's): BackendV6Data's key and Port,
+    [PublicIPv6]:Port, its IPv6 subnet. NoIPv6Side for an IPv4-only lease, ValueError as
+    peer_of for an unusable one."""
+    attrs = lease.attrs
+    if attrs.backend_type != BACKEND_TYPE:
+        raise ValueError(f"BackendType is {attrs.backend_type!r}, not {BACKEND_TYPE!r}")
+    if lease.ipv6_subnet is None or attrs.public_ipv6 is None or not attrs.backend_v6_data:
+        raise NoIPv6Side("no IPv6 side")
+    data = backend_v6_data(attrs)
+    key = decode_key(data.get("publickey"), "BackendV6Data.PublicKey")
+    port = data.get("port", 0)
+    if port is None:
+        port = 0
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"BackendV6Data.Port {port!r} is not a port")
+    return Peer(key, (str(attrs.public_ipv6), port or default_port), lease.ipv6_subnet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +257,9 @@ class PeerPlan:
     (as flannel's cleanup of an endpoint's other keys does); a peer whose key another lease
     still uses is not removed."""
 
-    def __init__(self, own_key: bytes, default_port: int) -> None:
+    def __init__(self, own_key: bytes, default_port: int, ipv6: bool = False) -> None:
         self.own_key, self.default_port = own_key, default_port
+        self._peer_of = peer_of_v6 if ipv6 else peer_of
         self.peers: dict[str, Peer] = {}
         self.skipped = 0
 
@@ -266,7 +283,12 @@ class PeerPlan:
                 changes.append(self._left(old.public_key))
                 continue
             try:
-                peer = peer_of(event.lease, self.default_port)
+                peer = self._peer_of(event.lease, self.default_port)
+            except NoIPv6Side:  # an IPv4-only peer: nothing on the IPv6 device
+                if old is not None:
+                    del self.peers[name]
+                    changes.append(self._left(old.public_key))
+                continue
             except ValueError as exc:
                 self.skipped += 1
                 log.warning("ignoring lease %s: %s", event.lease.subnet, exc)
@@ -287,7 +309,7 @@ class PeerPlan:
                 changes.append(Change(peer=peer))
         return changes
 
-    def allowed_ips(self, key: bytes) -> list[IPv4Network]:
+    def allowed_ips(self, key: bytes) -> list[IPv4Network | IPv6Network]:
         """Every subnet the leases give `key` (one, unless two leases share a key)."""
         return [peer.subnet for peer in self.peers.values() if peer.public_key == key]
 
@@ -298,11 +320,12 @@ class Plane(Protocol):
     """What a wireguard data plane does; backends/_wg_kernel.py and _wg_userspace.py."""
 
     name: str
+    device_name: str  # flannel-wg or flannel-wg-v6
 
-    async def start(self, lease: Lease, peers: Sequence[tuple[Peer, list[IPv4Network]]]) \
+    async def start(self, lease: Lease) -> None: ...
+
+    async def set_peer(self, peer: Peer, allowed_ips: list[IPv4Network | IPv6Network]) \
         -> None: ...
-
-    async def set_peer(self, peer: Peer, allowed_ips: list[IPv4Network]) -> None: ...
 
     async def remove_peer(self, public_key: bytes) -> None: ...
 
@@ -318,18 +341,25 @@ class NoKernelWireGuard(Exception):
 
 
 class WireGuardBackend:
+    """Chooses the data plane and feeds it the peers' changes: `flannel-wg` for IPv4 and,
+    with EnableIPv6 (Mode separate, flannel's default), `flannel-wg-v6` on ListenPortV6 for
+    IPv6, each with its own peer plan, as Go flannel's two devices."""
+
     def __init__(self, context: BackendContext) -> None:
         self.config = WireGuardConfig.from_spec(context.network.backend)
         self._context = context
         self._iface = context.iface
-        network = context.network
-        if network.enable_ipv6:
-            raise ConfigError("wireguard backend: EnableIPv6 is not supported yet "
-                              "(flannel-wg-v6 is not built); IPv4 networks only")
+        self._ipv6 = context.network.enable_ipv6
+        if self._ipv6 and self.config.mode != "separate":
+            raise ConfigError(f"wireguard backend: Mode {self.config.mode} with EnableIPv6 is "
+                              "not supported yet (one device for both families); use Mode "
+                              "separate, flannel's default")
         self._private_key = b""
         self.public_key = b""
         self.plan: PeerPlan | None = None
+        self.plan6: PeerPlan | None = None
         self.plane: Plane | None = None
+        self.plane6: Plane | None = None
         self.dataplane = self.config.dataplane
 
     @property
@@ -343,19 +373,30 @@ class WireGuardBackend:
 
         self.public_key = public_key_of(self._private_key)
         self.plan = PeerPlan(self.public_key, self.config.listen_port)
+        if self._ipv6:  # flannel's two devices share the one key
+            self.plan6 = PeerPlan(self.public_key, self.config.listen_port_v6, ipv6=True)
         log.info("wireguard key %s key_file=%s public_key=%s",
                  "created" if created else "loaded", path, encode_key(self.public_key))
         return lease_attrs_for(self._iface.public_ip, self._iface.public_ipv6,
-                               self.public_key, self.config)
+                               self.public_key, self.config, enable_ipv6=self._ipv6)
+
+    def _plane(self, kind: str, ipv6: bool) -> Plane:
+        network = self._context.network
+        if kind == "kernel":
+            from ._wg_kernel import KernelWireGuard
+
+            return KernelWireGuard(self.config, self._iface, network, self._private_key,
+                                   self.mtu, ipv6=ipv6)
+        from ._wg_userspace import UserspaceWireGuard
+
+        return UserspaceWireGuard(self.config, self._iface, network, self._private_key,
+                                  self.mtu, ipv6=ipv6)
 
     async def start(self, lease: Lease) -> None:
         if self.dataplane in ("auto", "kernel"):
-            from ._wg_kernel import KernelWireGuard
-
-            kernel = KernelWireGuard(self.config, self._iface, self._context.network,
-                                     self._private_key, self.mtu)
+            kernel = self._plane("kernel", False)
             try:
-                await kernel.start(lease, [])
+                await kernel.start(lease)
             except NoKernelWireGuard as exc:
                 await kernel.close()
                 if self.dataplane == "kernel":
@@ -366,37 +407,57 @@ class WireGuardBackend:
             else:
                 self.plane, self.dataplane = kernel, "kernel"
         if self.plane is None:
-            from ._wg_userspace import UserspaceWireGuard
-
-            self.plane = UserspaceWireGuard(self.config, self._iface, self._context.network,
-                                            self._private_key, self.mtu)
             self.dataplane = "userspace"
-            await self.plane.start(lease, [])
-        self._private_key = b""  # the plane holds it now; nothing here keeps a copy
+            self.plane = self._plane("userspace", False)
+            await self.plane.start(lease)
+        if self._ipv6:
+            self.plane6 = self._plane(self.dataplane, True)
+            await self.plane6.start(lease)
+        self._private_key = b""  # the planes hold it now; nothing here keeps a copy
 
     async def apply(self, events: Sequence[LeaseEvent]) -> None:
-        assert self.plan is not None and self.plane is not None
-        for change in self.plan.apply(events):
-            if change.remove is not None:
-                await self.plane.remove_peer(change.remove)
-                log.info("peer removed public_key=%s", encode_key(change.remove))
-            if change.peer is not None:
-                peer = change.peer
-                await self.plane.set_peer(peer, self.plan.allowed_ips(peer.public_key))
-                log.info("peer set subnet=%s endpoint=%s:%d public_key=%s", peer.subnet,
-                         peer.endpoint[0], peer.endpoint[1], encode_key(peer.public_key))
+        for plan, plane in ((self.plan, self.plane), (self.plan6, self.plane6)):
+            if plan is None or plane is None:
+                continue
+            for change in plan.apply(events):
+                if change.remove is not None:
+                    await plane.remove_peer(change.remove)
+                    log.info("peer removed device=%s public_key=%s", plane.device_name,
+                             encode_key(change.remove))
+                if change.peer is not None:
+                    peer = change.peer
+                    await plane.set_peer(peer, plan.allowed_ips(peer.public_key))
+                    log.info("peer set device=%s subnet=%s endpoint=%s public_key=%s",
+                             plane.device_name, peer.subnet, format_endpoint(peer.endpoint),
+                             encode_key(peer.public_key))
 
     async def run(self) -> None:
         assert self.plane is not None
-        await self.plane.run()
+        if self.plane6 is None:
+            await self.plane.run()
+            return
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.plane.run())
+            group.create_task(self.plane6.run())
 
     def counters(self) -> Mapping[str, int]:
         counts: dict[str, int] = dict(self.plane.counters()) if self.plane else {}
         counts["peers"] = len(self.plan.peers) if self.plan else 0
         counts["leases_skipped"] = self.plan.skipped if self.plan else 0
         counts["dataplane_userspace"] = int(self.dataplane == "userspace")
+        if self.plane6 is not None and self.plan6 is not None:
+            counts.update({f"v6_{name}": value for name, value in self.plane6.counters().items()})
+            counts["v6_peers"] = len(self.plan6.peers)
+            counts["v6_leases_skipped"] = self.plan6.skipped
         return counts
 
     async def close(self) -> None:
-        if self.plane is not None:
-            await self.plane.close()
+        for plane in (self.plane, self.plane6):
+            if plane is not None:
+                await plane.close()
+
+
+def format_endpoint(endpoint: tuple[str, int]) -> str:
+    """`192.0.2.2:51820`, `[2001:db8::2]:51821`."""
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -62,7 +62,8 @@ WG_FLOOD = FLOOD.replace(_SOCKET, WG_KINDS + _SOCKET)
 # A TCP sink that prints the SHA-256 of what it received; a source that sends seeded bytes.
 SINK = """
 import hashlib, socket, sys
-srv = socket.create_server((sys.argv[1], 7777))
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+srv = socket.create_server((sys.argv[1], 7777), family=family)
 print("listening", flush=True)
 conn, _ = srv.accept()
 digest, total = hashlib.sha256(), 0
@@ -117,12 +118,13 @@ def private_key_text(host: Host) -> str:
     return key_file(host).read_text()
 
 
-def transfer(lab: Lab, src: Host, dst: Host) -> None:
+def transfer(lab: Lab, src: Host, dst: Host, ipv6: bool = False) -> None:
+    target = dst.container_ip6 if ipv6 else dst.container_ip
     sink = subprocess.Popen(["ip", "netns", "exec", dst.container_ns, sys.executable, "-c", SINK,
-                             dst.container_ip], stdout=subprocess.PIPE, text=True)
+                             target], stdout=subprocess.PIPE, text=True)
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == "listening"
-        sent = lab.exec(src.container_ns, sys.executable, "-c", SOURCE, dst.container_ip,
+        sent = lab.exec(src.container_ns, sys.executable, "-c", SOURCE, target,
                         str(TRANSFER), timeout=60).stdout.strip()
         total, digest = sink.stdout.readline().split()
         assert (int(total), digest) == (TRANSFER, sent)
@@ -349,3 +351,38 @@ def test_a_wireguard_go_node_configured_as_go_flannel_does(lab: Lab, with_psk: b
     counters = lab.counters(ours)
     assert counters["drop_decrypt_failed"] == 0 and counters["peers"] == 1
     no_secret_anywhere(lab, ours)
+
+
+# -- dual stack: flannel-wg-v6 ------------------------------------------------------------
+
+def test_dual_stack_two_devices_as_flannel(lab: Lab) -> None:
+    lab.ipv6 = True
+    config = {"Network": "10.5.0.0/16", "EnableIPv6": True, "IPv6Network": "fc00:5::/48",
+              "Backend": {"Type": "wireguard"}}
+    h1, h2 = start_hosts(lab, 2, config)
+    for host in (h1, h2):
+        key = f"{host.subnet.network_address}-24&{host.subnet6.network_address}-64"
+        raw = lab.etcdctl("get", "--print-value-only",
+                          f"/coreos.com/network/subnets/{key}").stdout.strip()
+        public = json.loads(raw)["BackendData"]["PublicKey"]
+        assert raw == (
+            f'{{"PublicIP":"{host.ip}","PublicIPv6":"{host.ip6}","BackendType":"wireguard",'
+            f'"BackendData":{{"PublicKey":"{public}","Port":51820}},'
+            f'"BackendV6Data":{{"PublicKey":"{public}","Port":51821}}}}')
+    link6 = lab.exec(h1.ns, "ip", "-6", "addr", "show", "flannel-wg-v6").stdout
+    assert f"inet6 {h1.subnet6.network_address}/128" in link6
+    assert "dev flannel-wg-v6" in lab.exec(h1.ns, "ip", "-6", "route", "show",
+                                           "fc00:5::/48").stdout
+    for a, b in ((h1, h2), (h2, h1)):
+        wait_for(f"c{a.index}->c{b.index}", partial(lab.can_reach, a, b.container_ip))
+        wait_for(f"c{a.index}->c{b.index} over IPv6",
+                 partial(lab.can_reach, a, b.container_ip6))
+    transfer(lab, h1, h2, ipv6=True)
+    transfer(lab, h2, h1, ipv6=True)
+    transfer(lab, h1, h2)
+    counters = lab.counters(h1)
+    assert counters["v6_peers"] == 1 and counters["peers"] == 1
+    assert counters["v6_wg_packets_in"] > 1000 and counters["v6_drop_decrypt_failed"] == 0
+    listening = lab.exec(h1.ns, "ss", "-Hlun").stdout
+    assert f"[{h1.ip6}]:51821" in listening and f"{h1.ip}:51820" in listening
+    no_secret_anywhere(lab, h1)

@@ -102,7 +102,7 @@ LEASE = Lease(IPv4Network("10.5.1.0/24"), LeaseAttrs(IPv4Address("192.0.2.1")))
 def test_no_link_kind_is_told_apart() -> None:
     kernel = plane(netlink_error(errno.EOPNOTSUPP, "Operation not supported"))
     with pytest.raises(NoKernelWireGuard, match="type wireguard: Operation not supported"):
-        asyncio.run(kernel.start(LEASE, []))
+        asyncio.run(kernel.start(LEASE))
     kernel = plane(netlink_error(errno.EPERM, "Operation not permitted"))
     with pytest.raises(BackendError, match="creating flannel-wg: Operation not permitted"):
-        asyncio.run(kernel.start(LEASE, []))
+        asyncio.run(kernel.start(LEASE))

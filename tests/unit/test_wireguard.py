@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import stat
-from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,17 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from backends import OPTIONS, REGISTRY, check_backend
 from backends.wireguard import (
     Change,
+    NoIPv6Side,
     PeerPlan,
     WireGuardConfig,
     decode_key,
+    format_endpoint,
     key_file_path,
     lease_attrs_for,
     load_or_create_key,
     new_private_key,
     peer_of,
+    peer_of_v6,
 )
 from lease.config import BackendSpec, parse_network_config
 from lease.errors import BackendError, ConfigError
@@ -289,14 +292,58 @@ def test_wireguard_dataplane_flag_overrides_the_config() -> None:
         Options(), wireguard_dataplane="userspace")) is vxlan
 
 
-def test_enable_ipv6_is_refused_in_one_line() -> None:
+def test_enable_ipv6_needs_mode_separate() -> None:
     from backends._base import BackendContext, ExternalInterface
     from backends.wireguard import WireGuardBackend
 
-    network = parse_network_config('{"Network": "10.5.0.0/16", "EnableIPv6": true, '
-                                   '"IPv6Network": "fc00:5::/48", '
-                                   '"Backend": {"Type": "wireguard"}}')
+    def network(mode: str) -> Any:
+        return parse_network_config(
+            '{"Network": "10.5.0.0/16", "EnableIPv6": true, "IPv6Network": "fc00:5::/48", '
+            f'"Backend": {{"Type": "wireguard", "Mode": "{mode}"}}}}')
+
     iface = ExternalInterface("eth0", 2, IPv4Address("192.0.2.1"), IPv4Address("192.0.2.1"),
-                              1500)
-    with pytest.raises(ConfigError, match="EnableIPv6 is not supported yet"):
-        WireGuardBackend(BackendContext(network, iface))
+                              1500, IPv6Address("2001:db8::1"), IPv6Address("2001:db8::1"))
+    WireGuardBackend(BackendContext(network("separate"), iface))
+    with pytest.raises(ConfigError, match="Mode auto with EnableIPv6 is not supported yet"):
+        WireGuardBackend(BackendContext(network("auto"), iface))
+
+
+def dual_lease(subnet: str, subnet6: str | None, key: bytes, key6: bytes | None,
+               port6: Any = 51821) -> Lease:
+    data6 = "" if key6 is None else json.dumps({"PublicKey": b64(key6), "Port": port6},
+                                               separators=(",", ":"))
+    return Lease(IPv4Network(subnet), LeaseAttrs(
+        IPv4Address("192.0.2.2"), "wireguard", json.dumps({"PublicKey": b64(key)}),
+        IPv6Address("2001:db8::2") if subnet6 else None, data6),
+        IPv6Network(subnet6) if subnet6 else None)
+
+
+def test_peer_of_v6() -> None:
+    peer = peer_of_v6(dual_lease("10.5.2.0/24", "fc00:5:0:2::/64", KEY_A, KEY_B), 51821)
+    assert (peer.public_key, peer.endpoint, peer.subnet) == (
+        KEY_B, ("2001:db8::2", 51821), IPv6Network("fc00:5:0:2::/64"))
+    assert peer_of_v6(dual_lease("10.5.2.0/24", "fc00:5:0:2::/64", KEY_A, KEY_B, port6=0),
+                      7000).endpoint == ("2001:db8::2", 7000)
+    with pytest.raises(NoIPv6Side):
+        peer_of_v6(dual_lease("10.5.2.0/24", None, KEY_A, None), 51821)
+    with pytest.raises(ValueError, match=r"BackendV6Data\.PublicKey is not base64"):
+        peer_of_v6(Lease(IPv4Network("10.5.2.0/24"), LeaseAttrs(
+            IPv4Address("192.0.2.2"), "wireguard", "", IPv6Address("2001:db8::2"),
+            '{"PublicKey":"###"}'), IPv6Network("fc00:5:0:2::/64")), 51821)
+
+
+def test_v6_plan_ignores_ipv4_only_peers_and_follows_a_lease_losing_its_v6_side() -> None:
+    plan = PeerPlan(OWN, 51821, ipv6=True)
+    dual = dual_lease("10.5.2.0/24", "fc00:5:0:2::/64", KEY_A, KEY_B)
+    [change] = plan.apply([added(dual)])
+    assert change.peer is not None and change.peer.public_key == KEY_B
+    assert plan.apply([added(dual_lease("10.5.3.0/24", None, KEY_A, None))]) == []
+    assert plan.skipped == 0
+    v4_only = Lease(dual.subnet, dual_lease("10.5.2.0/24", None, KEY_A, None).attrs,
+                    dual.ipv6_subnet)
+    assert plan.apply([added(v4_only)]) == [Change(remove=KEY_B)]
+
+
+def test_format_endpoint() -> None:
+    assert format_endpoint(("192.0.2.2", 51820)) == "192.0.2.2:51820"
+    assert format_endpoint(("2001:db8::2", 51821)) == "[2001:db8::2]:51821"
