@@ -358,10 +358,9 @@ class UserspaceWireGuard:
 
     def _join(self, group: list[bytes], size: int) -> None:
         buf = self._join_in
-        n = 0
-        for packet in group:
-            buf[n:n + len(packet)] = packet
-            n += len(packet)
+        whole = b"".join(group)  # one copy in C, then one into the buffer
+        n = len(whole)
+        buf[:n] = whole
         padded = len(group) * size
         buf[n:padded] = bytes(padded - n)
         done = 0
