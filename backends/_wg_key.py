@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from lease.errors import BackendError
 
 KEY_MODE = 0o400
+log = logging.getLogger(__name__)
 
 
 def _create(path: Path, text: str) -> bool:
@@ -65,8 +68,19 @@ def load_or_create(path: Path, decode: Callable[[str], bytes],
         except UnicodeDecodeError:
             text = "\x00"  # not text: garbled, as below
         try:
-            return decode(text), False
+            key = decode(text)
         except ValueError as exc:
             raise BackendError(f"wireguard: the key file {path}: {exc}; remove it to make a "
                                "new key (peers learn it from our lease)") from None
+        _check_mode(path)
+        return key, False
     raise BackendError(f"wireguard: the key file {path} appears and vanishes")
+
+
+def _check_mode(path: Path) -> None:
+    """One warning if others than its owner may read the key (a file copied in by hand)."""
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("the key file %s can be read by others (mode %04o); chmod 0400 it",
+                        path, mode)

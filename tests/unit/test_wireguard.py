@@ -131,10 +131,18 @@ def test_key_file_created_0400_and_reused(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["wgkey"]  # no temporary left
 
 
-def test_key_file_written_by_wg_is_read(tmp_path: Path) -> None:
+def test_key_file_written_by_wg_is_read(tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "wgkey"
     path.write_text(b64(KEY_A) + "\n")  # `wg genkey > file` ends in a newline
+    path.chmod(0o644)
     assert load_or_create_key(path) == (KEY_A, False)
+    [record] = caplog.records  # readable by others: one warning, without the key
+    assert "mode 0644" in record.getMessage() and b64(KEY_A) not in record.getMessage()
+    path.chmod(0o400)
+    caplog.clear()
+    load_or_create_key(path)
+    assert not caplog.records
 
 
 @pytest.mark.parametrize("content", [b"garbage", b64(b"x" * 31).encode(), b"\xff\xfe\x00"])
