@@ -9,8 +9,8 @@ a node that is wireguard-go configured by hand as Go flannel configures flannel-
 lease written into etcd by the test) exchanges traffic with a daemon, also after its key
 changes;
 the key file is 0400 and reused across restarts; the private key is in no log line, nor
-in /metrics, /counters, /status; 100,000 hostile datagrams at the port while iperf3 runs
-are counted drops and nothing reaches a container.
+in /metrics, /counters, /status; 100,000 hostile datagrams at the port while iperf3 runs,
+and 20,000 from a peer's own address, are counted drops and nothing reaches a container.
 """
 
 from __future__ import annotations
@@ -35,12 +35,19 @@ import pytest
 from flanneld.files import write_atomic
 from flanneld.lab import Host, Lab, wait_for
 from flanneld.subnet_env import format_subnet_env
-from tests.integration.test_hostile import FLOOD, LISTENER, flood_during_iperf3
+from tests.integration.test_hostile import (
+    FLOOD,
+    LISTENER,
+    drops,
+    flood_during_iperf3,
+    udp_rcvbuf_errors,
+)
 
 HEALTHZ = "-healthz-port=8471"
 PORT = 51820
 WG = {"Network": "10.5.0.0/16", "Backend": {"Type": "wireguard"}}
 TRANSFER = 8 * 1024 * 1024
+FROM_PEER = 20_000  # hostile datagrams from a peer's own address
 
 # test_hostile's flood plus WireGuard-shaped forgeries: transport data under random
 # indexes, initiations and responses with random MACs, cookie replies, each also truncated.
@@ -241,6 +248,16 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(lab: Lab) -> None:
         started = time.monotonic()
         counters, overflow = flood_during_iperf3(lab, a, b, attacker.ns, PORT, WG_FLOOD)
         assert time.monotonic() - started < 120
+        # and from a peer's own address (its namespace, another source port): WireGuard
+        # trusts no address, so these are drops too, and the peer's endpoint stays put
+        before = drops(lab.counters(b)), udp_rcvbuf_errors(lab, b.ns)
+        sent = lab.exec(a.ns, sys.executable, "-c", WG_FLOOD, b.ip, str(PORT),
+                        str(FROM_PEER), b.container_ip, timeout=60).stdout
+        assert int(sent) == FROM_PEER
+        after = lab.counters(b)
+        counted = drops(after) - before[0]
+        assert counted <= FROM_PEER <= counted + udp_rcvbuf_errors(lab, b.ns) - before[1]
+        assert lab.can_reach(a, b.container_ip) and lab.can_reach(b, a.container_ip)
         assert listener.stdin is not None
         listener.stdin.write("stop\n")
         listener.stdin.flush()
