@@ -5,7 +5,7 @@
 
 PY ?= python3
 APT_PACKAGES := etcd-server etcd-client iperf3 socat iproute2 iptables iputils-ping ethtool \
-	make
+	make wireguard-go wireguard-tools
 BACKEND ?= host-gw
 HOSTS ?= 3
 
@@ -16,7 +16,7 @@ deps:
 	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@# etcd-server's package starts a system etcd on 127.0.0.1:2379; the lab and tests run
 	@# their own etcd inside namespaces and do not need or touch it.

@@ -19,12 +19,14 @@ REGISTRY: Final[dict[str, str]] = {
     "host-gw": "backends.hostgw:HostGWBackend",
     "udp": "backends.udp:UDPBackend",
     "vxlan": "backends.vxlan:VXLANBackend",
+    "wireguard": "backends.wireguard:WireGuardBackend",
 }
 
 # each backend's option parser (`from_spec`), where it has options to check
 OPTIONS: Final[dict[str, str]] = {
     "udp": "backends.udp:UDPConfig",
     "vxlan": "backends.vxlan:VXLANConfig",
+    "wireguard": "backends.wireguard:WireGuardConfig",
 }
 
 # backends that carry IPv4 only, as in flannel (its udp backend has no IPv6 data path)

@@ -16,6 +16,10 @@ Paths (container to container unless noted, MTU 1500 underlay):
   socat          `socat TUN<->UDP` carrying flannel's udp format (one packet per syscall)
   python-minimal the same job in the fewest lines of Python (benchmarks/minimal_forwarder.py:
                  uvloop, one packet per syscall, no checks): what Python costs on this machine
+  wireguard      flanneld, wireguard backend, userspace data plane (backends/_wg_userspace.py;
+                 this machine has no wireguard module, so Dataplane auto lands there)
+  wireguard-go   wireguard-go devices configured by hand with `wg`, as Go flannel configures
+                 flannel-wg (the reference for wireguard: its ratio is to this row)
 
 For each: iperf3 TCP with 1 and 4 streams, UDP packets per second at 64-byte payloads
 (iperf3 -u -l 64 -b 0, counted at the receiver), ping RTT (median of 100, 20 ms apart), and
@@ -165,7 +169,8 @@ def flanneld(lab: Lab, a: Host, b: Host, backend: str, mtu: int, engine: str = "
     lab.etcdctl("del", "--prefix", "/coreos.com/network/subnets/")
     lab.put_config({"Network": str(NETWORK), "Backend": {"Type": backend, **options}})
     for host in (a, b):  # the old subnet.env steers each daemon back to its subnet
-        lab.start_daemon(host, env={"FLANNELD_ENGINE": engine})
+        lab.start_daemon(host, env={"FLANNELD_ENGINE": engine,
+                                    "WIREGUARD_KEY_FILE": str(host.workdir / "wgkey")})
     try:
         for host, subnet in ((a, SUBNETS[0]), (b, SUBNETS[1])):
             if lab.wait_ready(host) != subnet:
@@ -212,6 +217,57 @@ def forwarders(lab: Lab, a: Host, b: Host, name: str,
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
             proc.wait(5)
+
+
+@contextlib.contextmanager
+def wireguard_go(lab: Lab, a: Host, b: Host) -> Iterator[None]:
+    """wireguard-go per host (in the foreground, so we hold its PID), configured with `wg`
+    as Go flannel configures flannel-wg: key, ListenPort 51820, the peer at PublicIP:51820
+    with its subnet as allowed IPs, <subnet>.0/32 on the device, MTU 1420, a route for the
+    network. Each host's device has its own name: wireguard-go's control socket lives in
+    /var/run/wireguard/<name>.sock, which the namespaces share."""
+    env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
+    keys = {}
+    for host in (a, b):
+        private = subprocess.run(["wg", "genkey"], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+        public = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        keys[host.index] = (private, public)
+        (host.workdir / "wgbench.key").write_text(private)
+        (host.workdir / "wgbench.key").chmod(0o400)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for me, peer, subnet, peer_subnet in ((a, b, SUBNETS[0], SUBNETS[1]),
+                                               (b, a, SUBNETS[1], SUBNETS[0])):
+            with (me.workdir / "wireguard-go.log").open("wb") as log:
+                procs.append(subprocess.Popen(["ip", "netns", "exec", me.ns, "wireguard-go",
+                                               "-f", f"wgb{me.index}"], env=env, stdout=log,
+                                              stderr=log))
+            def up(me: Host = me) -> bool:
+                return has_link(lab, me, f"wgb{me.index}")
+
+            wait_for(f"wireguard-go's wgb{me.index}", up, timeout=10)
+            lab.exec(me.ns, "wg", "set", f"wgb{me.index}", "private-key",
+                     str(me.workdir / "wgbench.key"), "listen-port", "51820", "peer",
+                     keys[peer.index][1], "endpoint", f"{peer.ip}:51820", "allowed-ips",
+                     str(peer_subnet))
+            lab.exec(me.ns, "ip", "addr", "add", f"{subnet.network_address}/32", "dev",
+                     f"wgb{me.index}")
+            lab.exec(me.ns, "ip", "link", "set", f"wgb{me.index}", "mtu", "1420", "up")
+            lab.exec(me.ns, "ip", "route", "add", str(NETWORK), "dev", f"wgb{me.index}")
+            set_mtu(lab, me, 1420)
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for host in (a, b):
+            lab.exec(host.ns, "ip", "link", "del", f"wgb{host.index}", check=False)
 
 
 def socat(lab: Lab, a: Host, b: Host) -> contextlib.AbstractContextManager[None]:
@@ -323,6 +379,8 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
             lab, a, b, "vxlan", 1450, Dataplane="userspace", Offload=False),
         "socat": socat,
         "python-minimal": python_minimal,
+        "wireguard": lambda lab, a, b: flanneld(lab, a, b, "wireguard", 1420),
+        "wireguard-go": wireguard_go,
     }
     with lab.running():
         a, b = lab.hosts
@@ -344,6 +402,18 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
         row["ratio_to_vxlan_kernel"] = row["gbit_s_1"] / reference
     print()
     print(_table(rows))
+    by_path = {row["path"]: row for row in rows}
+    wg_ratio: dict[str, float] = {}
+    if "wireguard" in by_path and "wireguard-go" in by_path:
+        ours, theirs = by_path["wireguard"], by_path["wireguard-go"]
+        wg_ratio = {metric: ours[metric] / theirs[metric]
+                    for metric in ("gbit_s_1", "gbit_s_4", "pps_64", "rtt_ms", "cpu_per_gbit_s")}
+        for row in (ours, theirs):
+            row["ratio_to_wireguard_go"] = row["gbit_s_1"] / theirs["gbit_s_1"]
+        print(f"\nwireguard x wireguard-go (same run): 1 stream {wg_ratio['gbit_s_1']:.2f} "
+              f"(target >= 0.5: {'met' if wg_ratio['gbit_s_1'] >= 0.5 else 'NOT met'}), "
+              f"4 streams {wg_ratio['gbit_s_4']:.2f}, 64 B UDP {wg_ratio['pps_64']:.2f}, "
+              f"RTT {wg_ratio['rtt_ms']:.2f}, CPU per Gbit/s {wg_ratio['cpu_per_gbit_s']:.2f}")
     checks = targets(rows)
     if checks:
         print()
@@ -351,7 +421,8 @@ def run(seconds: float, paths: Sequence[str], out: Path | None, repeat: int = 1)
                            [[c["path"], c["metric"], f"{c['ratio']:.2f}", c["target"],
                              "yes" if c["met"] else "NO"] for c in checks]))
     report = {"seconds": seconds, "repeat": repeat, "kernel": platform.release(),
-              "cpus": os.cpu_count(), "paths": rows, "targets": checks}
+              "cpus": os.cpu_count(), "paths": rows, "targets": checks,
+              "wireguard_x_wireguard_go": wg_ratio}
     target = out or RESULTS / "throughput.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(report, indent=2) + "\n")
@@ -367,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=5, help="iperf3 duration per run")
     parser.add_argument("--paths", default="underlay,vxlan-kernel,host-gw,vxlan,vxlan-userspace,"
                                            "vxlan-userspace-python,vxlan-userspace-plain,udp,"
-                                           "udp-python,udp-plain,socat,python-minimal")
+                                           "udp-python,udp-plain,socat,python-minimal,"
+                                           "wireguard,wireguard-go")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path (medians)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)

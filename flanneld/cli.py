@@ -57,6 +57,12 @@ def _dataplane(text: str) -> str:
     return text
 
 
+def _wg_dataplane(text: str) -> str:
+    if text not in ("", "auto", "kernel", "userspace"):
+        raise ValueError("must be auto, kernel or userspace")
+    return text
+
+
 def _offload(text: str) -> str:
     if text not in ("", "on", "off"):
         raise ValueError("must be on or off")
@@ -113,8 +119,10 @@ FLAGS: Final[tuple[Flag, ...]] = (
          check=_between(5, 7 * 86400)),
     Flag("vxlan-dataplane", "vxlan only: this node's data plane, kernel or userspace "
          "(overrides the network config's Backend.Dataplane)", _dataplane),
-    Flag("offload", "udp and userspace vxlan: this node's TUN offloads and UDP GSO/GRO, "
-         "on or off (overrides the network config's Backend.Offload)", _offload),
+    Flag("wireguard-dataplane", "wireguard only: this node's data plane, auto, kernel or "
+         "userspace (overrides the network config's Backend.Dataplane)", _wg_dataplane),
+    Flag("offload", "udp, userspace vxlan and wireguard: this node's TUN offloads and UDP "
+         "GSO/GRO, on or off (overrides the network config's Backend.Offload)", _offload),
     Flag("ip-masq", "setup IP masquerade rule for traffic destined outside of overlay "
          "network", _bool),
     Flag("iptables-resync", "resync period for iptables rules, in seconds", _int,
@@ -146,7 +154,7 @@ def _convert(flag: Flag, text: str, origin: str) -> Any:
     try:
         value = flag.parse(text)
     except ValueError as exc:
-        reason = str(exc) if flag.parse in (_bool, _dataplane) else "not valid"
+        reason = str(exc) if flag.parse in (_bool, _dataplane, _wg_dataplane) else "not valid"
         raise UsageError(f"invalid value {text!r} for {origin}: {reason}") from None
     problem = flag.check(value)
     if problem:

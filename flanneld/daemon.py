@@ -83,11 +83,14 @@ def _hint_from_subnet_file(path: str) -> tuple[IPv4Network | None, IPv6Network |
 
 
 def with_node_overrides(config: NetworkConfig, options: Options) -> NetworkConfig:
-    """This node's own choices on top of the shared config (-vxlan-dataplane, -offload)."""
+    """This node's own choices on top of the shared config (-vxlan-dataplane,
+    -wireguard-dataplane, -offload)."""
     options_ = dict(config.backend.options)
     if options.vxlan_dataplane and config.backend.type == "vxlan":
         options_ = {**_without(options_, "dataplane"), "Dataplane": options.vxlan_dataplane}
-    if options.offload and config.backend.type in ("udp", "vxlan"):
+    if options.wireguard_dataplane and config.backend.type == "wireguard":
+        options_ = {**_without(options_, "dataplane"), "Dataplane": options.wireguard_dataplane}
+    if options.offload and config.backend.type in ("udp", "vxlan", "wireguard"):
         options_ = {**_without(options_, "offload"), "Offload": options.offload == "on"}
     if options_ == config.backend.options:
         return config

@@ -31,6 +31,7 @@ class Options:
     subnet_lease_renew_margin: int = 60
     subnet_lease_ttl: int = 86400
     vxlan_dataplane: str = ""
+    wireguard_dataplane: str = ""
     offload: str = ""
     ip_masq: bool = False
     iptables_resync: int = 5

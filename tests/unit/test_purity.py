@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE = ["lease/config.py", "lease/model.py", "lease/allocation.py", "lease/store.py",
         "lease/errors.py", "backends/_base.py", "backends/_codec.py",
         "backends/_vxlan_plan.py", "backends/_vxlan_codec.py", "tun/offload.py",
-        "tun/packet.py", "tun/vxlan.py", "flanneld/subnet_env.py", "flanneld/options.py"]
+        "tun/packet.py", "tun/vxlan.py", "tun/wireguard.py", "flanneld/subnet_env.py",
+        "flanneld/options.py"]
 FORBIDDEN = {"asyncio", "socket", "os", "subprocess", "time", "threading", "pyroute2",
              "etcd3aio", "grpc", "pytun", "uvloop", "select", "fcntl", "shutil", "pathlib"}
 
