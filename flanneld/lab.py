@@ -36,6 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from backends import REGISTRY
 from flanneld.tables import format_table
 from lease.allocation import free_subnets
 from lease.config import parse_network_config
@@ -98,6 +99,12 @@ class Host:
     @property
     def subnet_file(self) -> Path:
         return self.workdir / "subnet.env"
+
+    @property
+    def key_file(self) -> Path:
+        """The wireguard backend's private key: one per host (the namespaces share one file
+        system, so the default /run/flannel/wgkey would give every host the same key)."""
+        return self.workdir / "wgkey"
 
     @property
     def log_file(self) -> Path:
@@ -325,7 +332,9 @@ class Lab:
                 f"-etcd-endpoints={self.etcd_endpoint}", f"-subnet-file={host.subnet_file}",
                 *([f"-iface={iface}"] if iface else []), *extra]
         host.daemon = subprocess.Popen(args, stdout=host.log_handle, stderr=host.log_handle,
-                                       env={**os.environ, **(env or {})}, start_new_session=True)
+                                       env={**os.environ, "WIREGUARD_KEY_FILE": str(host.key_file),
+                                            **(env or {})},
+                                       start_new_session=True)
 
     def wait_ready(self, host: Host, timeout: float = 30) -> IPv4Network:
         def ready() -> bool:
@@ -644,10 +653,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Run N flannel hosts as network namespaces on this machine, with a real "
                     "etcd, containers and traffic; everything is removed afterwards.")
     parser.add_argument("--hosts", type=int, default=3, help="number of hosts (2..50)")
-    parser.add_argument("--backend", default="host-gw", choices=["host-gw", "udp", "vxlan"],
+    parser.add_argument("--backend", default="host-gw", choices=sorted(REGISTRY),
                         help="the network config's Backend.Type")
     parser.add_argument("--dataplane", choices=["kernel", "userspace"], default=None,
-                        help="vxlan only: the Backend's Dataplane option")
+                        help="vxlan and wireguard: the Backend's Dataplane option")
     parser.add_argument("--network", default=DEFAULT_NETWORK, help="the overlay Network")
     parser.add_argument("--seconds", type=float, default=3, help="iperf3 duration per pair")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -655,15 +664,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ipv6", action="store_true",
                         help=f"dual stack: EnableIPv6 with IPv6Network {DEFAULT_NETWORK6}, "
                              "underlay 2001:db8::/64, ping and iperf3 over IPv6 too "
-                             "(host-gw and kernel vxlan)")
+                             "(host-gw, wireguard and kernel vxlan)")
     args = parser.parse_args(argv)
     if not 2 <= args.hosts <= 50:
         parser.error("--hosts must be between 2 and 50")
-    if args.dataplane and args.backend != "vxlan":
-        parser.error("--dataplane goes with --backend vxlan")
-    if args.ipv6 and (args.backend == "udp" or args.dataplane == "userspace"):
-        parser.error("--ipv6 needs --backend host-gw or vxlan (kernel data plane): the udp "
-                     "backend and the userspace VXLAN data plane are IPv4-only")
+    if args.dataplane and args.backend not in ("vxlan", "wireguard"):
+        parser.error("--dataplane goes with --backend vxlan or wireguard")
+    if args.ipv6 and (args.backend == "udp"
+                      or (args.backend == "vxlan" and args.dataplane == "userspace")):
+        parser.error("--ipv6 needs --backend host-gw, wireguard or vxlan (kernel data plane): "
+                     "the udp backend and the userspace VXLAN data plane are IPv4-only")
     if not 1 <= args.seconds <= 600:  # loads on this machine are bounded in time
         parser.error("--seconds must be between 1 and 600")
     problem = _network_problem(args.network, args.hosts)

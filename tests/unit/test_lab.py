@@ -11,7 +11,8 @@ from flanneld.lab import main
 @pytest.mark.parametrize(("argv", "message"), [
     (["--hosts", "1"], "--hosts must be between 2 and 50"),
     (["--hosts", "51"], "--hosts must be between 2 and 50"),
-    (["--backend", "udp", "--dataplane", "userspace"], "--dataplane goes with --backend vxlan"),
+    (["--backend", "udp", "--dataplane", "userspace"], "--dataplane goes with --backend vxlan or wireguard"),
+    (["--backend", "nonsense"], "invalid choice: 'nonsense'"),
     (["--seconds", "0"], "--seconds must be between 1 and 600"),
     (["--seconds", "-1"], "--seconds must be between 1 and 600"),
     (["--seconds", "3600"], "--seconds must be between 1 and 600"),
@@ -20,7 +21,7 @@ from flanneld.lab import main
     (["--network", "192.0.0.0/16"], "overlaps the lab's underlay 192.0.2.0/24"),
     (["--network", "198.51.100.0/24"], "overlaps the lab's underlay 198.51.100.0/24"),
     (["--network", "10.5.0.0/24", "--hosts", "5"], "room for 3 subnets of /26, not 5"),
-    (["--ipv6", "--backend", "udp"], "--ipv6 needs --backend host-gw or vxlan"),
+    (["--ipv6", "--backend", "udp"], "--ipv6 needs --backend host-gw, wireguard or vxlan"),
     (["--ipv6", "--backend", "vxlan", "--dataplane", "userspace"], "the udp backend and the "
      "userspace VXLAN data plane are IPv4-only"),
 ])
