@@ -11,7 +11,8 @@ from flanneld.lab import main
 @pytest.mark.parametrize(("argv", "message"), [
     (["--hosts", "1"], "--hosts must be between 2 and 50"),
     (["--hosts", "51"], "--hosts must be between 2 and 50"),
-    (["--backend", "udp", "--dataplane", "userspace"], "--dataplane goes with --backend vxlan or wireguard"),
+    (["--backend", "udp", "--dataplane", "userspace"],
+     "--dataplane goes with --backend vxlan or wireguard"),
     (["--backend", "nonsense"], "invalid choice: 'nonsense'"),
     (["--seconds", "0"], "--seconds must be between 1 and 600"),
     (["--seconds", "-1"], "--seconds must be between 1 and 600"),
