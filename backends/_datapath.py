@@ -112,12 +112,14 @@ def segments_per_send(datagram: int) -> int:
     return max(1, min(MAX_SEGMENTS, MAX_GSO_BYTES // datagram))
 
 
-def open_udp_socket(address: str, port: int) -> socket.socket:
+def open_udp_socket(address: str, port: int, ipv6: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to address:port with buffers of SOCKET_BUFFER bytes
-    (the FORCE options need root; without it the kernel's maximum applies). OSError if the
-    address is taken or not ours."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    (the FORCE options need root; without it the kernel's maximum applies); with `ipv6`,
+    an AF_INET6 socket for IPv6 only. OSError if the address is taken or not ours."""
+    sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        if ipv6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         for option in (33, 32):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)

@@ -19,7 +19,6 @@ counted drop; every datagram the Device refuses is counted by WGDrop reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -55,7 +54,6 @@ from ._datapath import (
     MAX_BURST,
     MIN_JOIN,
     SMALL,
-    SOCKET_BUFFER,
     SOL_UDP,
     UDP_GRO,
     UDP_SEGMENT,
@@ -129,7 +127,7 @@ class UserspaceWireGuard:
         config, iface = self.config, self._iface
         local = iface.address6 if self.ipv6 else iface.address
         try:
-            self._sock = _open_socket(str(local), self.port, self.ipv6)
+            self._sock = open_udp_socket(str(local), self.port, self.ipv6)
         except OSError as exc:
             where = f"[{local}]" if self.ipv6 else str(local)
             raise BackendError(f"wireguard: cannot bind {where}:{self.port}: "
@@ -451,25 +449,6 @@ class UserspaceWireGuard:
         if self._tun is not None:
             self._tun.close()
         self._netlink.close()
-
-
-def _open_socket(address: str, port: int, ipv6: bool) -> socket.socket:
-    """The UDP socket: backends/_datapath.py's for IPv4; for IPv6 the same options on an
-    AF_INET6 socket (IPv6 only, bound to our address)."""
-    if not ipv6:
-        return open_udp_socket(address, port)
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        for option in (33, 32):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        sock.bind((address, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 async def configure_tun6(netlink: Netlink, name: str, subnet: IPv6Network, mtu: int,

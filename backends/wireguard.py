@@ -210,14 +210,20 @@ def peer_of(lease: Lease, default_port: int) -> Peer:
     ListenPort, as flannel does for leases of flannel versions without it."""
     if lease.attrs.backend_type != BACKEND_TYPE:
         raise ValueError(f"BackendType is {lease.attrs.backend_type!r}, not {BACKEND_TYPE!r}")
-    data = backend_data(lease.attrs)
-    key = decode_key(data.get("publickey"), "BackendData.PublicKey")
+    return _peer(backend_data(lease.attrs), "BackendData", str(lease.attrs.public_ip),
+                 default_port, lease.subnet)
+
+
+def _peer(data: Mapping[str, object], field_name: str, ip: str, default_port: int,
+          subnet: IPv4Network | IPv6Network) -> Peer:
+    """The peer that a lease's BackendData (or BackendV6Data) `data` names at `ip`."""
+    key = decode_key(data.get("publickey"), f"{field_name}.PublicKey")
     port = data.get("port", 0)
     if port is None:
         port = 0
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"BackendData.Port {port!r} is not a port")
-    return Peer(key, (str(lease.attrs.public_ip), port or default_port), lease.subnet)
+        raise ValueError(f"{field_name}.Port {port!r} is not a port")
+    return Peer(key, (ip, port or default_port), subnet)
 
 
 class NoIPv6Side(ValueError):
@@ -233,14 +239,8 @@ def peer_of_v6(lease: Lease, default_port: int) -> Peer:
         raise ValueError(f"BackendType is {attrs.backend_type!r}, not {BACKEND_TYPE!r}")
     if lease.ipv6_subnet is None or attrs.public_ipv6 is None or not attrs.backend_v6_data:
         raise NoIPv6Side("no IPv6 side")
-    data = backend_v6_data(attrs)
-    key = decode_key(data.get("publickey"), "BackendV6Data.PublicKey")
-    port = data.get("port", 0)
-    if port is None:
-        port = 0
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"BackendV6Data.Port {port!r} is not a port")
-    return Peer(key, (str(attrs.public_ipv6), port or default_port), lease.ipv6_subnet)
+    return _peer(backend_v6_data(attrs), "BackendV6Data", str(attrs.public_ipv6),
+                 default_port, lease.ipv6_subnet)
 
 
 @dataclass(frozen=True, slots=True)
